@@ -1,0 +1,1 @@
+"""Kafka plumbing: topic names and creation, client factories, batched produce, embedded broker."""

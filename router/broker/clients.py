@@ -1,0 +1,111 @@
+"""Client factories and the batched producer every role writes through.
+
+The hot paths write whole batches: records are grouped per (topic, partition), appended to
+aiokafka ``BatchBuilder`` objects and submitted with ``send_batch``; the caller awaits every
+acknowledgement before it commits input offsets. Measured on this machine, this is about twice
+as fast as ``await send()`` per record (design.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+from router.config import KafkaSettings
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """One record to write; ``partition`` None means "by key" (murmur2, as Kafka's clients do)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+    partition: int | None = None
+
+
+def make_producer(settings: KafkaSettings, *, role: str, **overrides: object) -> AIOKafkaProducer:
+    """A plain producer with ``acks="all"``: at-least-once, never idempotent/transactional.
+
+    Idempotent producers are not used because Tansu (tests) rejects InitProducerId; dedup by
+    messageId downstream gives the same effect for destinations.
+    """
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": f"{settings.client_id}-{role}",
+        "acks": "all",
+        "linger_ms": 5,
+        "max_batch_size": 1024 * 1024,
+        "max_request_size": 4 * 1024 * 1024,
+        "request_timeout_ms": 30_000,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def make_consumer(
+    settings: KafkaSettings, *topics: str, group_id: str | None, role: str, **overrides: object
+) -> AIOKafkaConsumer:
+    """A consumer that never auto-commits: roles commit after outcomes are durable."""
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": f"{settings.client_id}-{role}",
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": 5000,
+        "fetch_max_bytes": 64 * 1024 * 1024,
+        "max_partition_fetch_bytes": 8 * 1024 * 1024,
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 1_000,
+        "rebalance_timeout_ms": 10_000,
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **options)
+
+
+class BatchSender:
+    """Writes lists of :class:`OutRecord` with one ``send_batch`` per partition."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}
+
+    async def _partitions_of(self, topic: str) -> list[int]:
+        known = self._partitions.get(topic)
+        if known is None:
+            known = sorted(await self.producer.partitions_for(topic))
+            self._partitions[topic] = known
+        return known
+
+    async def send(self, records: Sequence[OutRecord]) -> None:
+        """Write every record and return once Kafka acknowledged all of them (or raise)."""
+        if not records:
+            return
+        grouped: dict[tuple[str, int], list[OutRecord]] = defaultdict(list)
+        for record in records:
+            partition = record.partition
+            if partition is None:
+                partitions = self._partitions.get(record.topic) or await self._partitions_of(
+                    record.topic
+                )
+                partition = self._partitioner(record.key, partitions, partitions)
+            grouped[(record.topic, partition)].append(record)
+        futures: list[asyncio.Future[object]] = []
+        for (topic, partition), items in grouped.items():
+            batch = self.producer.create_batch()
+            for record in items:
+                if batch.append(key=record.key, value=record.value, timestamp=None, headers=list(record.headers)) is None:
+                    futures.append(await self.producer.send_batch(batch, topic, partition=partition))
+                    batch = self.producer.create_batch()
+                    if batch.append(key=record.key, value=record.value, timestamp=None, headers=list(record.headers)) is None:
+                        raise ValueError(f"record for {topic} is larger than the producer's max batch size")
+            futures.append(await self.producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*futures)

@@ -1,0 +1,479 @@
+"""The workspace: sources, destinations, tracking plans and runtime settings, from one YAML file.
+
+Validation happens once, on load, and every mistake is reported with its path in the file
+(``destinations[1].filters[0].if``), never with the offending value, because values may be
+secrets. ``${VAR}`` anywhere in a string is replaced by the environment variable ``VAR``; every
+value obtained that way is registered with :data:`SECRETS` so log records never show it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+logger = logging.getLogger(__name__)
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+# Fields every destination relies on to route and deduplicate; transformations never touch them.
+PROTECTED_FIELDS = frozenset({"type", "userId", "anonymousId", "messageId", "receivedAt"})
+
+
+class ConfigError(Exception):
+    """The workspace file is unreadable or invalid; ``problems`` holds (path, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        lines = [f"{path}: {message}" if path else message for path, message in problems]
+        header = f"{source}: " if source else ""
+        super().__init__(header + f"{len(problems)} problem(s)\n  " + "\n  ".join(lines))
+
+
+class SecretRegistry(logging.Filter):
+    """Remembers values that came from the environment and masks them in every log record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._values: set[str] = set()
+
+    def add(self, value: str) -> None:
+        # Very short values would mask ordinary words; a secret that short is not one.
+        if len(value) >= 4:
+            self._values.add(value)
+
+    def redact(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._values:
+            message = self.redact(record.getMessage())
+            record.msg, record.args = message, None
+        return True
+
+    def install(self) -> None:
+        """Attach to every handler of the root logger (handlers, so child loggers are covered)."""
+        for handler in logging.getLogger().handlers:
+            if self not in handler.filters:
+                handler.addFilter(self)
+
+
+SECRETS = SecretRegistry()
+
+
+def parse_duration(value: float | int | str) -> float:
+    """``90``, ``"90s"``, ``"15m"``, ``"4h"``, ``"1d"``, ``"250ms"`` -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 15m, 4h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration (use e.g. 500ms, 30s, 15m, 4h, 1d)")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, Field(ge=0)]
+
+
+class Model(BaseModel):
+    """Config base: a typo in a key is an error, not a silently ignored default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# ---------------------------------------------------------------- source middleware
+
+
+class DropFields(Model):
+    type: Literal["drop_fields"]
+    fields: list[str] = Field(min_length=1)
+
+
+class HashFields(Model):
+    type: Literal["hash_fields"]
+    fields: list[str] = Field(min_length=1)
+    algorithm: Literal["sha256", "sha1", "md5"] = "sha256"
+    salt: str = ""
+
+
+class RenameFields(Model):
+    type: Literal["rename_fields"]
+    fields: dict[str, str] = Field(min_length=1)
+
+
+class AddContext(Model):
+    type: Literal["add_context"]
+    values: dict[str, Any] = Field(min_length=1)
+
+
+class EventNameCase(Model):
+    type: Literal["event_name_case"]
+    case: Literal["lower", "upper", "title", "snake", "kebab", "camel"]
+
+
+class UserFunction(Model):
+    """``module.path:callable``; the callable takes one event dict, returns it (or None to drop)."""
+
+    type: Literal["function"]
+    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+Middleware = Annotated[
+    DropFields | HashFields | RenameFields | AddContext | EventNameCase | UserFunction,
+    Field(discriminator="type"),
+]
+
+# ---------------------------------------------------------------- destination filters
+
+
+class SampleFilter(Model):
+    """Keep ``fraction`` of the matching events; with ``path`` the choice is a hash of that value."""
+
+    type: Literal["sample"]
+    fraction: float = Field(ge=0, le=1)
+    path: str | None = None
+    condition: str | None = Field(default=None, alias="if")
+
+
+class DropFilter(Model):
+    type: Literal["drop"]
+    condition: str = Field(alias="if")
+
+
+class OnlyFilter(Model):
+    """Segment's "only send": drop every event the condition does not match."""
+
+    type: Literal["only"]
+    condition: str = Field(alias="if")
+
+
+class DropPropertiesFilter(Model):
+    type: Literal["drop_properties"]
+    fields: list[str] = Field(min_length=1)
+    condition: str | None = Field(default=None, alias="if")
+
+
+class AllowPropertiesFilter(Model):
+    type: Literal["allow_properties"]
+    fields: list[str] = Field(min_length=1)
+    condition: str | None = Field(default=None, alias="if")
+
+
+Filter = Annotated[
+    SampleFilter | DropFilter | OnlyFilter | DropPropertiesFilter | AllowPropertiesFilter,
+    Field(discriminator="type"),
+]
+
+# ---------------------------------------------------------------- transformations
+
+
+def _check_unprotected(fields: Iterable[str]) -> None:
+    for field in fields:
+        if field in PROTECTED_FIELDS:
+            raise ValueError(f"{field!r} is a top-level id and cannot be transformed")
+
+
+class RenameEvent(Model):
+    type: Literal["rename_event"]
+    to: str = Field(min_length=1, max_length=255)
+    condition: str | None = Field(default=None, alias="if")
+
+
+class RenameProperties(Model):
+    type: Literal["rename_properties"]
+    fields: dict[str, str] = Field(min_length=1)
+    condition: str | None = Field(default=None, alias="if")
+
+    @field_validator("fields")
+    @classmethod
+    def _not_ids(cls, value: dict[str, str]) -> dict[str, str]:
+        _check_unprotected([*value, *value.values()])
+        return value
+
+
+class SetValues(Model):
+    type: Literal["set_values"]
+    values: dict[str, Any] = Field(min_length=1)
+    condition: str | None = Field(default=None, alias="if")
+
+    @field_validator("values")
+    @classmethod
+    def _not_ids(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_unprotected(value)
+        return value
+
+
+class DropEvent(Model):
+    type: Literal["drop_event"]
+    condition: str = Field(alias="if")
+
+
+Transformation = Annotated[
+    RenameEvent | RenameProperties | SetValues | DropEvent, Field(discriminator="type")
+]
+
+# ---------------------------------------------------------------- tracking plans
+
+
+class PlanRules(Model):
+    """JSON Schemas (draft-07) per event; each validates the whole payload."""
+
+    common: dict[str, Any] | None = None
+    track: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    identify: dict[str, Any] | None = None
+    group: dict[str, Any] | None = None
+
+
+class TrackingPlan(Model):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = ""
+    rules: PlanRules = Field(default_factory=PlanRules)
+
+
+class PlanEnforcement(Model):
+    """What a source does with events that break its plan (Segment Protocols' settings)."""
+
+    plan: str
+    unplanned_events: Literal["allow", "block"] = "allow"
+    unplanned_properties: Literal["allow", "omit"] = "allow"
+    violations: Literal["allow", "block", "omit"] = "allow"
+    forward_violations: bool = False
+
+
+# ---------------------------------------------------------------- sources and destinations
+
+
+class Source(Model):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = ""
+    write_keys: list[str] = Field(min_length=1)
+    environment: str = "production"
+    middleware: list[Middleware] = Field(default_factory=list)
+    tracking_plan: PlanEnforcement | None = None
+    transformations: list[Transformation] = Field(default_factory=list)
+
+
+class DeliveryOptions(Model):
+    """How an agent delivers to one destination; every figure is per destination."""
+
+    batch_size: int = Field(default=1, ge=1, le=10_000)
+    concurrency: int = Field(default=8, ge=1, le=512)
+    rate_limit: float | None = Field(default=None, gt=0, description="requests per second")
+    timeout: Duration = 10.0
+    retry_window: Duration = 4 * 3600.0
+    backoff_min: Duration = 10.0
+    backoff_max: Duration = 300.0
+    max_in_flight_events: int = Field(default=10_000, ge=1)
+
+    @field_validator("timeout", "retry_window", "backoff_min", "backoff_max", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> float:
+        return parse_duration(value)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> DeliveryOptions:
+        if self.backoff_min > self.backoff_max:
+            raise ValueError("backoff_min must not exceed backoff_max")
+        return self
+
+
+class Destination(Model):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = Field(min_length=1, description="display name, the key in `integrations`")
+    type: str = Field(min_length=1)
+    enabled: bool = True
+    warehouse: bool = False
+    settings: dict[str, Any] = Field(default_factory=dict)
+    sources: list[str] = Field(min_length=1)
+    filters: list[Filter] = Field(default_factory=list)
+    transformations: list[Transformation] = Field(default_factory=list)
+    delivery: DeliveryOptions = Field(default_factory=DeliveryOptions)
+
+
+# ---------------------------------------------------------------- runtime
+
+
+class KafkaSettings(Model):
+    bootstrap_servers: str | None = None
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
+    partitions: int = Field(default=4, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    client_id: str = "event-router"
+
+
+class ProcessorSettings(Model):
+    dedup_window: Duration = 24 * 3600.0
+    state_dir: str = "./state"
+    max_batch: int = Field(default=5000, ge=1, le=100_000)
+    poll_timeout: Duration = 0.2
+
+    @field_validator("dedup_window", "poll_timeout", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
+class Workspace(Model):
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
+    sources: list[Source] = Field(min_length=1)
+    destinations: list[Destination] = Field(default_factory=list)
+    tracking_plans: list[TrackingPlan] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> Workspace:
+        problems: list[str] = []
+        _unique(problems, "sources", [s.id for s in self.sources])
+        _unique(problems, "destinations", [d.id for d in self.destinations])
+        _unique(problems, "tracking_plans", [p.id for p in self.tracking_plans])
+        _unique(problems, "write key", [k for s in self.sources for k in s.write_keys])
+        source_ids = {s.id for s in self.sources}
+        plan_ids = {p.id for p in self.tracking_plans}
+        for i, dest in enumerate(self.destinations):
+            problems.extend(
+                f"destinations[{i}].sources: unknown source {sid!r}"
+                for sid in dest.sources
+                if sid not in source_ids
+            )
+        for i, source in enumerate(self.sources):
+            plan = source.tracking_plan
+            if plan and plan.plan not in plan_ids:
+                problems.append(f"sources[{i}].tracking_plan.plan: unknown plan {plan.plan!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def source_by_id(self, source_id: str) -> Source:
+        return next(s for s in self.sources if s.id == source_id)
+
+    def destination_by_id(self, destination_id: str) -> Destination:
+        for dest in self.destinations:
+            if dest.id == destination_id:
+                return dest
+        raise KeyError(destination_id)
+
+
+def _unique(problems: list[str], what: str, values: list[str]) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            problems.append(f"{what}: {value!r} is used more than once")
+        seen.add(value)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def interpolate(node: Any, path: str, problems: list[tuple[str, str]]) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string, recording missing variables."""
+    if isinstance(node, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            value = os.environ.get(name)
+            if value is None:
+                if default is not None:
+                    return default
+                problems.append((path, f"environment variable {name} is not set"))
+                return ""
+            SECRETS.add(value)
+            return value
+
+        return _ENV_REF.sub(substitute, node)
+    if isinstance(node, Mapping):
+        return {k: interpolate(v, f"{path}.{k}" if path else str(k), problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [interpolate(v, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+    return node
+
+
+def _error_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in {
+            "drop_fields", "hash_fields", "rename_fields", "add_context", "event_name_case",
+            "function", "sample", "drop", "only", "drop_properties", "allow_properties",
+            "rename_event", "rename_properties", "set_values", "drop_event",
+        } and path.endswith("]"):
+            continue  # pydantic names the union member; the path already says which item
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def validate_workspace(data: Any, source: str = "") -> Workspace:
+    """Validate an already-parsed document; raise :class:`ConfigError` listing every problem."""
+    problems: list[tuple[str, str]] = []
+    if not isinstance(data, Mapping):
+        raise ConfigError([("", "the workspace must be a YAML mapping")], source)
+    data = interpolate(data, "", problems)
+    workspace: Workspace | None = None
+    try:
+        workspace = Workspace.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False, include_input=False):
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                message = "unknown key"
+            path = _error_path(err["loc"])
+            if path == "" and ";" in message:
+                problems.extend(("", part.strip()) for part in message.split(";"))
+            else:
+                problems.append((path, message))
+    # Late import: the checks compile conditions and load plugins, which import this module.
+    from router.pipeline.compile import check_document
+
+    known = set(problems)
+    problems.extend(p for p in check_document(data) if p not in known)
+    if problems or workspace is None:
+        raise ConfigError(problems, source)
+    return workspace
+
+
+def load_workspace(path: str | os.PathLike[str] | None = None) -> Workspace:
+    """Load ``path`` (or ``$ROUTER_CONFIG``); apply ``KAFKA_BOOTSTRAP_SERVERS`` if set."""
+    location = path or os.environ.get("ROUTER_CONFIG")
+    if not location:
+        raise ConfigError([("", "no workspace file: pass --config FILE or set ROUTER_CONFIG")])
+    file = Path(location)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read {file}: {exc.strerror}")], str(file)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([(where, f"invalid YAML: {problem}")], str(file)) from None
+    workspace = validate_workspace(data, str(file))
+    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if servers:
+        workspace = with_bootstrap(workspace, servers)
+    return workspace
+
+
+def with_bootstrap(workspace: Workspace, servers: str) -> Workspace:
+    kafka = workspace.kafka.model_copy(update={"bootstrap_servers": servers})
+    return workspace.model_copy(update={"kafka": kafka})

@@ -1,0 +1,1 @@
+"""Operations endpoints: health, metrics, and (later) the debugger, delivery view and replay."""

@@ -1,0 +1,55 @@
+"""Stage 3: dedup by sourceId + messageId, on disk, with a window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from router.pipeline.dedup import Deduplicator
+from router.pipeline.records import Envelope
+
+
+def env(message_id: str, source: str = "web", partition: int = 0) -> Envelope:
+    return Envelope(
+        event={"messageId": message_id}, raw=b"", partition=partition, offset=0, timestamp_ms=0, source_id=source
+    )
+
+
+def test_duplicates_inside_a_batch_and_across_batches(tmp_path: Path) -> None:
+    dedup = Deduplicator(tmp_path, 3600)
+    kept, dups, pending = dedup.filter([env("a"), env("b"), env("a"), env("a", source="app")])
+    assert [e.event["messageId"] for e in kept] == ["a", "b", "a"]
+    assert dups == {"web": 1}
+    # Not remembered yet (outputs not acknowledged): the same ids still pass.
+    kept, dups, _ = dedup.filter([env("a")])
+    assert len(kept) == 1 and dups == {}
+    dedup.remember(pending)
+    kept, dups, _ = dedup.filter([env("a"), env("b"), env("c")])
+    assert [e.event["messageId"] for e in kept] == ["c"]
+    assert dups == {"web": 2}
+    dedup.close()
+
+
+def test_state_survives_reopen_and_window_expires(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    dedup = Deduplicator(tmp_path, 60, clock=lambda: now[0])
+    _, _, pending = dedup.filter([env("a", partition=3)])
+    dedup.remember(pending)
+    dedup.close()
+
+    reopened = Deduplicator(tmp_path, 60, clock=lambda: now[0])
+    reopened.open([3])
+    kept, dups, _ = reopened.filter([env("a", partition=3)])
+    assert kept == [] and dups == {"web": 1}
+    now[0] += 61
+    kept, _, _ = reopened.filter([env("a", partition=3)])
+    assert len(kept) == 1, "outside the window an id is new again"
+    reopened.close()
+
+
+def test_empty_store_is_reported(tmp_path: Path) -> None:
+    seen: list[int] = []
+    dedup = Deduplicator(tmp_path, 60, on_empty_store=lambda: seen.append(1))
+    dedup.open([0, 1])
+    dedup.close()
+    Deduplicator(tmp_path, 60, on_empty_store=lambda: seen.append(1)).open([0])
+    assert len(seen) == 2

@@ -1,0 +1,113 @@
+"""Workspace loading: every mistake reported with its path, secrets from the environment."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from router.config import SECRETS, ConfigError, load_workspace, parse_duration, validate_workspace
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "workspace.yaml"
+
+
+def test_example_workspace_is_valid() -> None:
+    workspace = load_workspace(EXAMPLE)
+    assert workspace.sources and workspace.destinations
+
+
+def test_durations() -> None:
+    assert parse_duration("4h") == 14400
+    assert parse_duration("250ms") == 0.25
+    assert parse_duration(30) == 30
+    with pytest.raises(ValueError):
+        parse_duration("soon")
+
+
+def _problems(data: object) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as info:
+        validate_workspace(data)
+    return info.value.problems
+
+
+def test_each_mistake_is_reported_with_its_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MISSING_SECRET", raising=False)
+    problems = _problems(
+        {
+            "sources": [{"id": "web", "write_keys": ["k"], "midleware": []}],
+            "destinations": [
+                {
+                    "id": "hook",
+                    "name": "Hook",
+                    "type": "webhook",
+                    "sources": ["web"],
+                    "settings": {"url": "http://127.0.0.1:1/x", "secret": "${MISSING_SECRET}"},
+                    "filters": [{"type": "drop"}, {"type": "sample", "fraction": 2}],
+                    "delivery": {"timeout": "soon"},
+                }
+            ],
+        }
+    )
+    paths = dict(problems)
+    assert paths["sources[0].midleware"] == "unknown key"
+    assert paths["destinations[0].filters[0].if"] == "Field required"
+    assert "less than or equal to 1" in paths["destinations[0].filters[1].fraction"]
+    assert "not a duration" in paths["destinations[0].delivery.timeout"]
+    assert paths["destinations[0].settings.secret"] == "environment variable MISSING_SECRET is not set"
+
+
+def test_references_and_conditions_are_checked() -> None:
+    problems = _problems(
+        {
+            "sources": [{"id": "web", "write_keys": ["k"]}, {"id": "app", "write_keys": ["k"]}],
+            "destinations": [
+                {"id": "a", "name": "A", "type": "webhook", "sources": ["nope"],
+                 "settings": {"url": "http://127.0.0.1:1/"}},
+            ],
+        }
+    )
+    text = "\n".join(message for _, message in problems)
+    assert "'k' is used more than once" in text
+    assert "unknown source 'nope'" in text
+
+    problems = _problems(
+        {
+            "sources": [{"id": "web", "write_keys": ["k"]}],
+            "destinations": [
+                {"id": "a", "name": "A", "type": "webhook", "sources": ["web"],
+                 "settings": {"url": "http://127.0.0.1:1/"},
+                 "filters": [{"type": "drop", "if": "event = "}],
+                 "transformations": [{"type": "set_values", "values": {"userId": "x"}}]},
+            ],
+        }
+    )
+    paths = dict(problems)
+    assert paths["destinations[0].filters[0].if"].startswith("invalid condition")
+    assert "top-level id" in paths["destinations[0].transformations[0].values"]
+
+
+def test_secrets_are_masked_in_logs(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("HOOK_SECRET", "s3cr3t-value-xyz")
+    workspace = validate_workspace(
+        {
+            "sources": [{"id": "web", "write_keys": ["k"]}],
+            "destinations": [{"id": "a", "name": "A", "type": "webhook", "sources": ["web"],
+                              "settings": {"url": "http://127.0.0.1:1/", "secret": "${HOOK_SECRET}"}}],
+        }
+    )
+    assert workspace.destinations[0].settings["secret"] == "s3cr3t-value-xyz"
+    logger = logging.getLogger("test.secrets")
+    caplog.handler.addFilter(SECRETS)
+    with caplog.at_level(logging.INFO):
+        logger.info("settings are %s", workspace.destinations[0].settings)
+    assert "s3cr3t-value-xyz" not in caplog.text
+    assert "***" in caplog.text
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "ws.yaml"
+    path.write_text("sources:\n  - id: web\n    write_keys: [k\n")
+    with pytest.raises(ConfigError) as info:
+        load_workspace(path)
+    assert info.value.problems[0][0].startswith("line ")

@@ -1,0 +1,197 @@
+"""The processor against the embedded broker: a mixed stream yields exactly the expected records."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from router.broker.topics import Topics
+from router.config import KafkaSettings, Workspace, validate_workspace
+from router.processor import Processor
+from tests.kafka_helpers import consume, produce, values
+
+WEB, APP = "wk-web", "wk-app"
+
+
+def mixed_workspace(kafka: KafkaSettings, state_dir: Path) -> Workspace:
+    hook = {"url": "http://127.0.0.1:9/unused"}
+    return validate_workspace(
+        {
+            "kafka": kafka.model_dump(),
+            "processor": {"state_dir": str(state_dir), "poll_timeout": "100ms"},
+            "sources": [
+                {
+                    "id": "web",
+                    "write_keys": [WEB],
+                    "middleware": [
+                        {"type": "drop_fields", "fields": ["context.ip"]},
+                        {"type": "add_context", "values": {"router.env": "test"}},
+                    ],
+                },
+                {"id": "app", "write_keys": [APP]},
+            ],
+            "destinations": [
+                {"id": "all", "name": "Hook A", "type": "webhook", "settings": hook, "sources": ["web", "app"]},
+                {
+                    "id": "mixpanel",
+                    "name": "Mixpanel",
+                    "type": "webhook",
+                    "settings": hook,
+                    "sources": ["web"],
+                    "filters": [
+                        {"type": "drop_properties", "fields": ["properties.secret"]},
+                        {"type": "drop", "if": 'event = "Spam"'},
+                    ],
+                    "transformations": [
+                        {"type": "rename_event", "if": 'event = "signup"', "to": "Signed Up"}
+                    ],
+                },
+                {
+                    "id": "warehouse",
+                    "name": "Warehouse",
+                    "type": "webhook",
+                    "warehouse": True,
+                    "settings": hook,
+                    "sources": ["web"],
+                },
+                {
+                    "id": "orders",
+                    "name": "Orders",
+                    "type": "webhook",
+                    "settings": hook,
+                    "sources": ["web"],
+                    "filters": [{"type": "only", "if": 'event = "Order Completed"'}],
+                    "transformations": [
+                        {"type": "set_values", "values": {"properties.currency": "USD"}}
+                    ],
+                },
+            ],
+        }
+    )
+
+
+def track(message_id: str, event: str, user: str = "u1", **extra: Any) -> dict[str, Any]:
+    return {"type": "track", "event": event, "userId": user, "messageId": message_id, **extra}
+
+
+# (payload, write key in header) -> which destination topics must receive it
+STREAM: list[tuple[dict[str, Any] | bytes, str | None]] = [
+    (track("m-order", "Order Completed", properties={"total": 10}, context={"ip": "1.2.3.4"}), WEB),
+    ({"type": "identify", "userId": "u2", "messageId": "m-identify", "traits": {"plan": "pro"}}, WEB),
+    ({"type": "page", "anonymousId": "a1", "messageId": "m-page", "name": "Home"}, WEB),
+    ({"type": "screen", "userId": "u3", "messageId": "m-screen", "name": "Feed"}, APP),
+    ({"type": "group", "userId": "u4", "messageId": "m-group", "groupId": "g1"}, WEB),
+    ({"type": "alias", "userId": "u5", "messageId": "m-alias", "previousId": "a5"}, WEB),
+    (b'{"type": "track", "event": ', WEB),
+    ({"type": "track", "event": "No One", "messageId": "m-noid"}, WEB),
+    (track("m-unknown", "Order Completed"), "wk-nobody"),
+    (track("m-order", "Order Completed", properties={"total": 10}), WEB),  # duplicate
+    (track("m-spam", "Spam"), WEB),
+    (track("m-allfalse", "Order Completed", integrations={"All": False}), WEB),
+    (track("m-mpfalse", "Clicked", integrations={"Mixpanel": False}), WEB),
+    (track("m-mpopts", "Clicked", integrations={"all": False, "Mixpanel": {"apiKey": "k1"}}), WEB),
+    (track("m-signup", "signup", properties={"secret": "s", "plan": "pro"}), WEB),
+    (track("m-nokey", "Clicked"), None),
+    ({**track("m-bodykey", "Clicked"), "writeKey": WEB}, None),
+]
+
+EXPECTED: dict[str, set[str]] = {
+    "all": {"m-order", "m-identify", "m-page", "m-screen", "m-group", "m-alias", "m-spam",
+            "m-mpfalse", "m-signup", "m-bodykey"},
+    "mixpanel": {"m-order", "m-identify", "m-page", "m-group", "m-alias", "m-mpopts",
+                 "m-signup", "m-bodykey"},
+    "warehouse": {"m-order", "m-identify", "m-page", "m-group", "m-alias", "m-spam",
+                  "m-allfalse", "m-mpfalse", "m-mpopts", "m-signup", "m-bodykey"},
+    "orders": {"m-order"},
+}
+EXPECTED_DLQ = {"invalid_json", "missing_identity", "unknown_write_key", "missing_write_key"}
+
+
+async def write_stream(kafka: KafkaSettings, topics: Topics) -> None:
+    for payload, key in STREAM:
+        headers = [("write-key", key.encode())] if key else None
+        await produce(kafka, topics.raw, [payload], headers=headers, key=b"u")
+
+
+async def test_mixed_stream_yields_exactly_the_expected_records(kafka: KafkaSettings, tmp_path: Path) -> None:
+    workspace = mixed_workspace(kafka, tmp_path)
+    topics = Topics(kafka.topic_prefix)
+    registry = CollectorRegistry()
+    async with Processor(workspace, registry):
+        await write_stream(kafka, topics)
+        got: dict[str, list[dict[str, Any]]] = {}
+        for dest, ids in EXPECTED.items():
+            got[dest] = values(await consume(kafka, topics.destination(dest), expect=len(ids)))
+        dlq = values(await consume(kafka, topics.dlq, expect=len(EXPECTED_DLQ)))
+
+    for dest, ids in EXPECTED.items():
+        assert sorted(e["messageId"] for e in got[dest]) == sorted(ids), dest
+    assert sorted(d["reason"] for d in dlq) == sorted(EXPECTED_DLQ)
+    invalid = next(d for d in dlq if d["reason"] == "invalid_json")
+    assert invalid["payload"] is None and invalid["raw"] == '{"type": "track", "event": '
+    assert all(d["message"] and d["input"]["topic"] == topics.raw for d in dlq)
+
+    by_id = {dest: {e["messageId"]: e for e in events} for dest, events in got.items()}
+    order = by_id["all"]["m-order"]
+    assert "ip" not in order["context"] and order["context"]["router"] == {"env": "test"}
+    assert order["receivedAt"] and order["timestamp"] and "writeKey" not in order
+    assert by_id["orders"]["m-order"]["properties"] == {"total": 10, "currency": "USD"}
+    assert "currency" not in order["properties"], "a destination's change leaked into another"
+    signup = by_id["mixpanel"]["m-signup"]
+    assert signup["event"] == "Signed Up" and signup["properties"] == {"plan": "pro"}
+    assert by_id["all"]["m-signup"]["event"] == "signup"
+    assert by_id["all"]["m-signup"]["properties"]["secret"] == "s"
+    assert by_id["mixpanel"]["m-mpopts"]["integrations"]["Mixpanel"] == {"apiKey": "k1"}
+    assert "writeKey" not in by_id["all"]["m-bodykey"]
+
+    sample = registry.get_sample_value
+    assert sample("router_processor_received_total") == len(STREAM)
+    assert sample("router_processor_duplicates_total", {"source": "web"}) == 1
+    assert sample("router_processor_rejected_total", {"reason": "unknown_write_key"}) == 1
+    assert sample("router_processor_dropped_total", {"destination": "mixpanel", "reason": "drop"}) == 1
+    assert sample("router_processor_routed_total", {"destination": "orders"}) == 1
+
+
+async def test_one_users_events_keep_their_order(kafka: KafkaSettings, tmp_path: Path) -> None:
+    workspace = mixed_workspace(kafka, tmp_path)
+    topics = Topics(kafka.topic_prefix)
+    events = [track(f"m-{i}", "Clicked", user=f"user-{i % 5}", properties={"n": i}) for i in range(200)]
+    async with Processor(workspace, CollectorRegistry()):
+        await produce(kafka, topics.raw, events, headers=[("write-key", WEB.encode())])
+        records = await consume(kafka, topics.destination("all"), expect=200)
+    per_user: dict[str, list[int]] = defaultdict(list)
+    partitions: dict[str, set[int]] = defaultdict(set)
+    for record in records:
+        event = orjson.loads(record.value)
+        per_user[event["userId"]].append(event["properties"]["n"])
+        partitions[event["userId"]].add(record.partition)
+        assert record.key == event["userId"].encode()
+    assert len(records) == 200
+    for user, numbers in per_user.items():
+        assert numbers == sorted(numbers), user
+        assert len(partitions[user]) == 1
+
+
+async def test_dedup_state_survives_a_restart(kafka: KafkaSettings, tmp_path: Path) -> None:
+    workspace = mixed_workspace(kafka, tmp_path)
+    topics = Topics(kafka.topic_prefix)
+    headers = [("write-key", WEB.encode())]
+    async with Processor(workspace, CollectorRegistry()):
+        await produce(kafka, topics.raw, [track("m-once", "Clicked")], headers=headers)
+        assert len(await consume(kafka, topics.destination("all"), expect=1)) == 1
+    # A new processor (same state dir, same group) sees the id again: it must not pass.
+    registry = CollectorRegistry()
+    async with Processor(workspace, registry):
+        await produce(kafka, topics.raw, [track("m-once", "Clicked"), track("m-new", "Clicked")], headers=headers)
+        records = values(await consume(kafka, topics.destination("all"), expect=2, settle=1.5))
+        for _ in range(50):
+            if registry.get_sample_value("router_processor_duplicates_total", {"source": "web"}):
+                break
+            await asyncio.sleep(0.1)
+    assert sorted(e["messageId"] for e in records) == ["m-new", "m-once"]
+    assert registry.get_sample_value("router_processor_duplicates_total", {"source": "web"}) == 1
