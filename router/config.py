@@ -145,7 +145,7 @@ Middleware = Annotated[
 
 
 class SampleFilter(Model):
-    """Keep ``fraction`` of the matching events; with ``path`` the choice is a hash of that value."""
+    """Keep ``fraction`` of matching events; with ``path`` the choice hashes that value."""
 
     type: Literal["sample"]
     fraction: float = Field(ge=0, le=1)
@@ -399,7 +399,9 @@ def interpolate(node: Any, path: str, problems: list[tuple[str, str]]) -> Any:
 
         return _ENV_REF.sub(substitute, node)
     if isinstance(node, Mapping):
-        return {k: interpolate(v, f"{path}.{k}" if path else str(k), problems) for k, v in node.items()}
+        return {
+            k: interpolate(v, f"{path}.{k}" if path else str(k), problems) for k, v in node.items()
+        }
     if isinstance(node, list):
         return [interpolate(v, f"{path}[{i}]", problems) for i, v in enumerate(node)]
     return node
@@ -411,9 +413,21 @@ def _error_path(loc: tuple[int | str, ...]) -> str:
         if isinstance(part, int):
             path += f"[{part}]"
         elif part in {
-            "drop_fields", "hash_fields", "rename_fields", "add_context", "event_name_case",
-            "function", "sample", "drop", "only", "drop_properties", "allow_properties",
-            "rename_event", "rename_properties", "set_values", "drop_event",
+            "drop_fields",
+            "hash_fields",
+            "rename_fields",
+            "add_context",
+            "event_name_case",
+            "function",
+            "sample",
+            "drop",
+            "only",
+            "drop_properties",
+            "allow_properties",
+            "rename_event",
+            "rename_properties",
+            "set_values",
+            "drop_event",
         } and path.endswith("]"):
             continue  # pydantic names the union member; the path already says which item
         else:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from router.broker.topics import Topics
 from pydantic import ValidationError
 
+from router.broker.topics import Topics
 from router.config import Destination, Source, TrackingPlan, Workspace
 from router.pipeline.conditions import ConditionSyntaxError, compile_condition
 from router.pipeline.filters import DestinationFilter, compile_filters
@@ -22,6 +22,7 @@ from router.pipeline.middleware import (
     compile_middleware,
     load_function,
 )
+from router.pipeline.paths import split_path
 from router.pipeline.plans import PlanStage, compile_plan, plan_problems
 from router.pipeline.transforms import Transformer, compile_transformations
 
@@ -94,8 +95,25 @@ def _items(node: Any, key: str) -> list[tuple[int, Any]]:
     return list(enumerate(value)) if isinstance(value, list) else []
 
 
-def _check_conditions(problems: list[tuple[str, str]], path: str, items: list[tuple[int, Any]]) -> None:
+def _check_conditions(
+    problems: list[tuple[str, str]], path: str, items: list[tuple[int, Any]]
+) -> None:
+    """Conditions parse and dot paths are well formed (``a..b`` would fail at start)."""
     for i, item in items:
+        for key in ("fields", "values", "path"):
+            value = item.get(key) if isinstance(item, dict) else None
+            names: list[Any] = []
+            if isinstance(value, str):
+                names = [value]
+            elif isinstance(value, list | dict):
+                names = list(value)
+                if isinstance(value, dict) and key == "fields":
+                    names += list(value.values())
+            for name in names:
+                try:
+                    split_path(str(name))
+                except ValueError as exc:
+                    problems.append((f"{path}[{i}].{key}", f"invalid field path {name!r}: {exc}"))
         condition = item.get("if", item.get("condition")) if isinstance(item, dict) else None
         if isinstance(condition, str):
             try:
@@ -110,6 +128,7 @@ def check_document(data: Any) -> list[tuple[str, str]]:
     destination settings fit their plugin. Returns (path, message) pairs."""
     problems: list[tuple[str, str]] = []
     for i, source in _items(data, "sources"):
+        _check_conditions(problems, f"sources[{i}].middleware", _items(source, "middleware"))
         for j, middleware in _items(source, "middleware"):
             function = middleware.get("function") if isinstance(middleware, dict) else None
             if isinstance(function, str) and ":" in function:
@@ -117,21 +136,29 @@ def check_document(data: Any) -> list[tuple[str, str]]:
                     load_function(function)
                 except MiddlewareImportError as exc:
                     problems.append((f"sources[{i}].middleware[{j}].function", str(exc)))
-        _check_conditions(problems, f"sources[{i}].transformations", _items(source, "transformations"))
+        _check_conditions(
+            problems, f"sources[{i}].transformations", _items(source, "transformations")
+        )
     for i, plan in _items(data, "tracking_plans"):
         try:
             model = TrackingPlan.model_validate(plan)
         except ValidationError:
             continue  # the model's own errors are reported by config validation
-        problems.extend((f"tracking_plans[{i}].rules{sub}", message) for sub, message in plan_problems(model))
+        problems.extend(
+            (f"tracking_plans[{i}].rules{sub}", message) for sub, message in plan_problems(model)
+        )
     for i, dest in _items(data, "destinations"):
         _check_conditions(problems, f"destinations[{i}].filters", _items(dest, "filters"))
-        _check_conditions(problems, f"destinations[{i}].transformations", _items(dest, "transformations"))
+        _check_conditions(
+            problems, f"destinations[{i}].transformations", _items(dest, "transformations")
+        )
         if isinstance(dest, dict) and isinstance(dest.get("type"), str):
             settings = dest.get("settings", {})
             problems.extend(
                 (f"destinations[{i}].settings{sub}", message)
-                for sub, message in _settings_problems(dest["type"], settings if isinstance(settings, dict) else {})
+                for sub, message in _settings_problems(
+                    dest["type"], settings if isinstance(settings, dict) else {}
+                )
             )
     return problems
 

@@ -39,7 +39,9 @@ class RawRecord(Protocol):
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
-def _reject(record: RawRecord, reason: str, message: str, source_id: str | None = None) -> Rejection:
+def _reject(
+    record: RawRecord, reason: str, message: str, source_id: str | None = None
+) -> Rejection:
     return Rejection(
         reason=reason,
         message=message,
@@ -78,7 +80,11 @@ def decode(
             continue
         if len(raw) > spec.MAX_EVENT_BYTES:
             rejections.append(
-                _reject(record, "event_too_large", f"the event is larger than {spec.MAX_EVENT_BYTES} bytes")
+                _reject(
+                    record,
+                    "event_too_large",
+                    f"the event is larger than {spec.MAX_EVENT_BYTES} bytes",
+                )
             )
             continue
         try:
@@ -96,13 +102,19 @@ def decode(
             continue
         if not write_key or not isinstance(write_key, str):
             rejections.append(
-                _reject(record, "missing_write_key", "no write key: set the write-key header or writeKey")
+                _reject(
+                    record,
+                    "missing_write_key",
+                    "no write key: set the write-key header or writeKey",
+                )
             )
             continue
         source_id = sources_by_key.get(write_key)
         if source_id is None:
             rejections.append(
-                _reject(record, "unknown_write_key", "the write key belongs to no configured source")
+                _reject(
+                    record, "unknown_write_key", "the write key belongs to no configured source"
+                )
             )
             continue
         if not ("receivedAt" in event and "timestamp" in event and event.get("messageId")):
@@ -112,7 +124,8 @@ def decode(
                     datetime.fromtimestamp(record.timestamp / 1000, UTC),
                     default_id=str(
                         uuid.uuid5(
-                            _MESSAGE_ID_NAMESPACE, f"{record.topic}/{record.partition}/{record.offset}"
+                            _MESSAGE_ID_NAMESPACE,
+                            f"{record.topic}/{record.partition}/{record.offset}",
                         )
                     ),
                 )

@@ -19,6 +19,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import cast
 
 from rocksdict import AccessType, Options, Rdict, WriteBatch
 
@@ -85,7 +86,9 @@ class Deduplicator:
         self.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def filter(self, envelopes: list[Envelope]) -> tuple[list[Envelope], dict[str, int], PendingKeys]:
+    def filter(
+        self, envelopes: list[Envelope]
+    ) -> tuple[list[Envelope], dict[str, int], PendingKeys]:
         """Split a batch into first sightings and duplicates.
 
         Returns the kept envelopes, duplicate counts per source, and the keys to
@@ -95,7 +98,9 @@ class Deduplicator:
             return envelopes, {}, {}
         by_partition: dict[int, list[tuple[bytes, Envelope]]] = defaultdict(list)
         for env in envelopes:
-            by_partition[env.partition].append((dedup_key(env.source_id, env.event["messageId"]), env))
+            by_partition[env.partition].append(
+                (dedup_key(env.source_id, env.event["messageId"]), env)
+            )
         now = self._clock()
         window = self.window
         kept: list[Envelope] = []
@@ -106,7 +111,7 @@ class Deduplicator:
             if store is None:
                 self.open([partition])
                 store = self._stores[partition]
-            stored = store.get([key for key, _ in items])
+            stored = cast(list[bytes | None], store.get([key for key, _ in items]))
             seen_in_batch: set[bytes] = set()
             keys: list[bytes] = []
             for (key, env), value in zip(items, stored, strict=True):

@@ -32,7 +32,7 @@ def _validator(schema: dict[str, Any] | None) -> Draft7Validator | None:
 
 
 def _planned_keys(schema: dict[str, Any] | None, container: str) -> frozenset[str] | None:
-    """Keys a schema declares under ``properties.<container>.properties``; None if it says nothing."""
+    """Keys declared under ``properties.<container>.properties``; None if undeclared."""
     if not schema:
         return None
     node = schema.get("properties", {}).get(container, {})
@@ -59,7 +59,9 @@ class PlanStage:
         rules = plan.rules
         self._common = _validator(rules.common)
         self._track = {name: Draft7Validator(schema) for name, schema in rules.track.items()}
-        self._track_keys = {name: _planned_keys(schema, "properties") for name, schema in rules.track.items()}
+        self._track_keys = {
+            name: _planned_keys(schema, "properties") for name, schema in rules.track.items()
+        }
         self._identify = _validator(rules.identify)
         self._identify_keys = _planned_keys(rules.identify, "traits")
         self._group = _validator(rules.group)
@@ -118,9 +120,9 @@ class PlanStage:
         if violations and self.enforcement.violations == "block":
             return PlanOutcome(None, violations, "schema_violation")
         if violations and self.enforcement.violations == "omit":
-            for path in offending:
-                if _delete(event, path):
-                    omitted.append(".".join(str(p) for p in path))
+            omitted.extend(
+                ".".join(str(p) for p in path) for path in offending if _delete(event, path)
+            )
         return self._finish(event, violations, omitted)
 
     def _finish(
@@ -139,7 +141,9 @@ class PlanStage:
             }
         return PlanOutcome(event, violations)
 
-    def violation_events(self, event: dict[str, Any], violations: list[dict[str, str]]) -> list[dict[str, Any]]:
+    def violation_events(
+        self, event: dict[str, Any], violations: list[dict[str, str]]
+    ) -> list[dict[str, Any]]:
         """Segment's "Violation Generated" track events, one per violation."""
         return [
             {

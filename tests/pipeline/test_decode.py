@@ -23,7 +23,18 @@ class Record:
 
 def test_good_event_is_stamped_and_attributed() -> None:
     envelopes, rejections = decode(
-        [Record(orjson.dumps({"type": "track", "event": "E", "userId": "u", "timestamp": "2026-11-23T10:00:00Z"}))],
+        [
+            Record(
+                orjson.dumps(
+                    {
+                        "type": "track",
+                        "event": "E",
+                        "userId": "u",
+                        "timestamp": "2026-11-23T10:00:00Z",
+                    }
+                )
+            )
+        ],
         KEYS,
     )
     assert rejections == []
@@ -49,7 +60,10 @@ def test_every_bad_input_becomes_a_rejection_with_a_reason() -> None:
         Record(b"[1, 2]"),
         Record(orjson.dumps({"type": "track", "userId": "u"})),
         Record(orjson.dumps({"type": "track", "event": "E", "userId": "u"}), headers=[]),
-        Record(orjson.dumps({"type": "track", "event": "E", "userId": "u"}), headers=[("write-key", b"nope")]),
+        Record(
+            orjson.dumps({"type": "track", "event": "E", "userId": "u"}),
+            headers=[("write-key", b"nope")],
+        ),
         Record(b'{"type":"track","event":"E","userId":"u","p":"' + b"x" * 33_000 + b'"}'),
         Record(orjson.dumps({"type": "track", "event": "E", "userId": "u", "timestamp": "noon"})),
     ]
@@ -72,7 +86,12 @@ def test_every_bad_input_becomes_a_rejection_with_a_reason() -> None:
 
 def test_write_key_in_body_is_used_and_removed() -> None:
     envelopes, _ = decode(
-        [Record(orjson.dumps({"type": "identify", "userId": "u", "writeKey": "wk-web"}), headers=[])], KEYS
+        [
+            Record(
+                orjson.dumps({"type": "identify", "userId": "u", "writeKey": "wk-web"}), headers=[]
+            )
+        ],
+        KEYS,
     )
     assert envelopes[0].source_id == "web"
     assert "writeKey" not in envelopes[0].event

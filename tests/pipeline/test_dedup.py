@@ -10,7 +10,12 @@ from router.pipeline.records import Envelope
 
 def env(message_id: str, source: str = "web", partition: int = 0) -> Envelope:
     return Envelope(
-        event={"messageId": message_id}, raw=b"", partition=partition, offset=0, timestamp_ms=0, source_id=source
+        event={"messageId": message_id},
+        raw=b"",
+        partition=partition,
+        offset=0,
+        timestamp_ms=0,
+        source_id=source,
     )
 
 
