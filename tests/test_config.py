@@ -54,7 +54,9 @@ def test_each_mistake_is_reported_with_its_path(monkeypatch: pytest.MonkeyPatch)
     assert paths["destinations[0].filters[0].if"] == "Field required"
     assert "less than or equal to 1" in paths["destinations[0].filters[1].fraction"]
     assert "not a duration" in paths["destinations[0].delivery.timeout"]
-    assert paths["destinations[0].settings.secret"] == "environment variable MISSING_SECRET is not set"
+    assert (
+        paths["destinations[0].settings.secret"] == "environment variable MISSING_SECRET is not set"
+    )
 
 
 def test_references_and_conditions_are_checked() -> None:
@@ -62,8 +64,13 @@ def test_references_and_conditions_are_checked() -> None:
         {
             "sources": [{"id": "web", "write_keys": ["k"]}, {"id": "app", "write_keys": ["k"]}],
             "destinations": [
-                {"id": "a", "name": "A", "type": "webhook", "sources": ["nope"],
-                 "settings": {"url": "http://127.0.0.1:1/"}},
+                {
+                    "id": "a",
+                    "name": "A",
+                    "type": "webhook",
+                    "sources": ["nope"],
+                    "settings": {"url": "http://127.0.0.1:1/"},
+                },
             ],
         }
     )
@@ -75,10 +82,15 @@ def test_references_and_conditions_are_checked() -> None:
         {
             "sources": [{"id": "web", "write_keys": ["k"]}],
             "destinations": [
-                {"id": "a", "name": "A", "type": "webhook", "sources": ["web"],
-                 "settings": {"url": "http://127.0.0.1:1/"},
-                 "filters": [{"type": "drop", "if": "event = "}],
-                 "transformations": [{"type": "set_values", "values": {"userId": "x"}}]},
+                {
+                    "id": "a",
+                    "name": "A",
+                    "type": "webhook",
+                    "sources": ["web"],
+                    "settings": {"url": "http://127.0.0.1:1/"},
+                    "filters": [{"type": "drop", "if": "event = "}],
+                    "transformations": [{"type": "set_values", "values": {"userId": "x"}}],
+                },
             ],
         }
     )
@@ -87,13 +99,22 @@ def test_references_and_conditions_are_checked() -> None:
     assert "top-level id" in paths["destinations[0].transformations[0].values"]
 
 
-def test_secrets_are_masked_in_logs(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_secrets_are_masked_in_logs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("HOOK_SECRET", "s3cr3t-value-xyz")
     workspace = validate_workspace(
         {
             "sources": [{"id": "web", "write_keys": ["k"]}],
-            "destinations": [{"id": "a", "name": "A", "type": "webhook", "sources": ["web"],
-                              "settings": {"url": "http://127.0.0.1:1/", "secret": "${HOOK_SECRET}"}}],
+            "destinations": [
+                {
+                    "id": "a",
+                    "name": "A",
+                    "type": "webhook",
+                    "sources": ["web"],
+                    "settings": {"url": "http://127.0.0.1:1/", "secret": "${HOOK_SECRET}"},
+                }
+            ],
         }
     )
     assert workspace.destinations[0].settings["secret"] == "s3cr3t-value-xyz"
