@@ -13,7 +13,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -31,6 +34,23 @@ from router.roles import RoleBase
 logger = logging.getLogger(__name__)
 
 
+@dataclass(slots=True)
+class _InFlight:
+    """A batch whose outputs are submitted; committed once ``acked`` resolves."""
+
+    first_offsets: dict[TopicPartition, int]
+    next_offsets: dict[TopicPartition, int]
+    result: BatchResult
+    acked: asyncio.Future[Any]
+    started: float
+
+
+def _failed() -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(KafkaError("batch could not be submitted"))
+    return future
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Finish the batch in flight before partitions move, and open stores for new ones."""
 
@@ -39,6 +59,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self.processor.batch_lock:
+            await self.processor.drain()
             self.processor.dedup.close(tp.partition for tp in revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -70,6 +91,8 @@ class Processor(RoleBase):
             state, settings.dedup_window, on_empty_store=self.metrics.on_empty_store
         )
         self.batch_lock = asyncio.Lock()
+        self.max_in_flight = 1  # batches whose acks are awaited while the next one is built
+        self._in_flight: deque[_InFlight] = deque()
         self.batches = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._sender: BatchSender | None = None
@@ -116,55 +139,106 @@ class Processor(RoleBase):
         backoff = 0.5
         while not self._stopping.is_set():
             try:
-                polled = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+                # With a batch in flight, poll briefly so its commit is not held back.
+                wait = 10 if self._in_flight else timeout_ms
+                polled = await consumer.getmany(timeout_ms=wait, max_records=max_records)
             except KafkaError as exc:
                 logger.warning("poll failed, retrying: %s", exc)
                 await self._sleep(backoff)
                 continue
             self._last_progress = time.monotonic()
             self.metrics.on_progress(time.time())
-            if not polled:
-                continue
             async with self.batch_lock:
                 try:
-                    await self._handle(polled)
+                    if polled:
+                        await self._submit(polled)
+                    # Overlap one batch's acks with the next batch's work, but no more:
+                    # finalize (remember keys, commit) strictly in order.
+                    while self._in_flight and (
+                        not polled
+                        or self._in_flight[0].acked.done()
+                        or len(self._in_flight) > self.max_in_flight
+                    ):
+                        await self._finalize(self._in_flight.popleft())
                     backoff = 0.5
                 except KafkaError as exc:
-                    # Outputs may be partly written: rewind and redo the whole batch
-                    # (duplicates downstream are allowed, a gap never is).
-                    logger.warning("could not write batch, will redo it: %s", exc)
-                    for tp, records in polled.items():
-                        with contextlib.suppress(IllegalStateError):
-                            consumer.seek(tp, records[0].offset)
+                    # Outputs may be partly written: rewind to the oldest unfinished batch and
+                    # redo everything after it (duplicates downstream are allowed, gaps never).
+                    logger.warning("could not write a batch, will redo it: %s", exc)
+                    self._rewind()
                     await self._sleep(backoff)
                     backoff = min(backoff * 2, 10.0)
+        async with self.batch_lock:
+            await self.drain()
 
-    async def _handle(self, polled: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
-        assert self._pipeline is not None and self._sender is not None and self._consumer is not None
+    async def _submit(self, polled: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
+        assert self._pipeline is not None and self._sender is not None
         started = time.perf_counter()
         records = [r for batch in polled.values() for r in batch]
         result: BatchResult = self._pipeline.process(records)
-        await self._sender.send(result.outputs)
-        self.dedup.remember(result.pending_keys)
-        offsets = {tp: batch[-1].offset + 1 for tp, batch in polled.items()}
+        first = {tp: batch[0].offset for tp, batch in polled.items()}
+        following = {tp: batch[-1].offset + 1 for tp, batch in polled.items()}
         try:
-            await self._consumer.commit(offsets)
+            acked = await self._sender.submit(result.outputs)
+        except KafkaError:
+            self.dedup.forget(result.pending_keys)
+            self._in_flight.append(_InFlight(first, following, result, _failed(), started))
+            raise
+        self._in_flight.append(_InFlight(first, following, result, acked, started))
+
+    async def _finalize(self, batch: _InFlight) -> None:
+        """The batch's outputs are acknowledged: remember its dedup keys, then commit."""
+        assert self._consumer is not None
+        try:
+            await batch.acked
+        except BaseException:
+            self._in_flight.appendleft(batch)
+            raise
+        self.dedup.remember(batch.result.pending_keys)
+        try:
+            await self._consumer.commit(batch.next_offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # The group rebalanced: the new owner replays from the last commit; dedup keys are
             # already written here, and duplicates downstream are allowed.
             logger.warning("offset commit refused after rebalance: %s", exc)
-        stats = result.stats
+        stats = batch.result.stats
         self.metrics.on_batch(
             received=stats.received,
             rejected=dict(stats.rejected),
             duplicates=stats.duplicates,
             dropped=dict(stats.dropped),
             routed=dict(stats.routed),
-            seconds=time.perf_counter() - started,
+            seconds=time.perf_counter() - batch.started,
         )
         for (source, kind), count in stats.violations.items():
             self.metrics.on_violation(source, kind, count)
         self.batches += 1
+
+    def _rewind(self) -> None:
+        """Forget every unfinished batch and seek back to where the oldest one started."""
+        assert self._consumer is not None
+        starts: dict[TopicPartition, int] = {}
+        for batch in self._in_flight:
+            self.dedup.forget(batch.result.pending_keys)
+            for tp, offset in batch.first_offsets.items():
+                starts.setdefault(tp, offset)
+            if not batch.acked.done():
+                batch.acked.cancel()
+            elif not batch.acked.cancelled():
+                batch.acked.exception()  # retrieved, so asyncio does not warn about it
+        self._in_flight.clear()
+        for tp, offset in starts.items():
+            with contextlib.suppress(IllegalStateError):
+                self._consumer.seek(tp, offset)
+
+    async def drain(self) -> None:
+        """Finalize every batch in flight (before a rebalance or a stop); caller holds the lock."""
+        try:
+            while self._in_flight:
+                await self._finalize(self._in_flight.popleft())
+        except KafkaError as exc:
+            logger.warning("batch in flight not acknowledged, it will be replayed: %s", exc)
+            self._rewind()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -177,7 +251,9 @@ class Processor(RoleBase):
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), self.stop_grace)
             except TimeoutError:
-                logger.error("processor batch did not finish within %.0fs; abandoning it", self.stop_grace)
+                logger.error(
+                    "processor batch did not finish within %.0fs; abandoning it", self.stop_grace
+                )
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task

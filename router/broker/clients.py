@@ -87,8 +87,14 @@ class BatchSender:
 
     async def send(self, records: Sequence[OutRecord]) -> None:
         """Write every record and return once Kafka acknowledged all of them (or raise)."""
-        if not records:
-            return
+        await (await self.submit(records))
+
+    async def submit(self, records: Sequence[OutRecord]) -> asyncio.Future[list[object]]:
+        """Queue every record; the returned future resolves when all are acknowledged.
+
+        Lets a caller prepare its next batch while this one is in flight.
+        """
+        futures: list[asyncio.Future[object]] = []
         grouped: dict[tuple[str, int], list[OutRecord]] = defaultdict(list)
         for record in records:
             partition = record.partition
@@ -98,14 +104,28 @@ class BatchSender:
                 )
                 partition = self._partitioner(record.key, partitions, partitions)
             grouped[(record.topic, partition)].append(record)
-        futures: list[asyncio.Future[object]] = []
         for (topic, partition), items in grouped.items():
             batch = self.producer.create_batch()
             for record in items:
-                if batch.append(key=record.key, value=record.value, timestamp=None, headers=list(record.headers)) is None:
-                    futures.append(await self.producer.send_batch(batch, topic, partition=partition))
+                headers = list(record.headers)
+                if (
+                    batch.append(
+                        key=record.key, value=record.value, timestamp=None, headers=headers
+                    )
+                    is None
+                ):
+                    futures.append(
+                        await self.producer.send_batch(batch, topic, partition=partition)
+                    )
                     batch = self.producer.create_batch()
-                    if batch.append(key=record.key, value=record.value, timestamp=None, headers=list(record.headers)) is None:
-                        raise ValueError(f"record for {topic} is larger than the producer's max batch size")
+                    if (
+                        batch.append(
+                            key=record.key, value=record.value, timestamp=None, headers=headers
+                        )
+                        is None
+                    ):
+                        raise ValueError(
+                            f"a record for {topic} is larger than the producer's batch size"
+                        )
             futures.append(await self.producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*futures)
+        return asyncio.gather(*futures)

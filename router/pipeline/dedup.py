@@ -50,6 +50,9 @@ class Deduplicator:
         self.root = Path(state_dir)
         self.window = window_seconds
         self._stores: dict[int, Rdict] = {}
+        # Keys of batches whose outputs are written but not yet acknowledged: the processor
+        # overlaps batches, so the next batch must treat them as seen already.
+        self._in_flight: set[bytes] = set()
         self._on_empty_store = on_empty_store
         self._clock = clock
 
@@ -112,7 +115,7 @@ class Deduplicator:
                 self.open([partition])
                 store = self._stores[partition]
             stored = cast(list[bytes | None], store.get([key for key, _ in items]))
-            seen_in_batch: set[bytes] = set()
+            seen_in_batch = self._in_flight
             keys: list[bytes] = []
             for (key, env), value in zip(items, stored, strict=True):
                 duplicate = key in seen_in_batch or (
@@ -130,6 +133,11 @@ class Deduplicator:
         # except per user, and one user lives in one partition.
         return kept, duplicates, pending
 
+    def forget(self, pending: PendingKeys) -> None:
+        """Drop in-flight keys of a batch that will be replayed (its outputs were not acked)."""
+        for keys in pending.values():
+            self._in_flight.difference_update(keys)
+
     def remember(self, pending: PendingKeys) -> None:
         """Record keys of a batch whose outputs Kafka acknowledged (one WriteBatch per store)."""
         stamp = _STAMP.pack(self._clock())
@@ -141,3 +149,4 @@ class Deduplicator:
             for key in keys:
                 batch.put(key, stamp)
             store.write(batch)
+        self.forget(pending)

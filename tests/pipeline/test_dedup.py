@@ -24,9 +24,13 @@ def test_duplicates_inside_a_batch_and_across_batches(tmp_path: Path) -> None:
     kept, dups, pending = dedup.filter([env("a"), env("b"), env("a"), env("a", source="app")])
     assert [e.event["messageId"] for e in kept] == ["a", "b", "a"]
     assert dups == {"web": 1}
-    # Not remembered yet (outputs not acknowledged): the same ids still pass.
+    # In flight (outputs written, not yet acknowledged): the next batch sees them as seen...
     kept, dups, _ = dedup.filter([env("a")])
-    assert len(kept) == 1 and dups == {}
+    assert kept == [] and dups == {"web": 1}
+    # ...unless that batch failed and is forgotten: then its replay must pass again.
+    dedup.forget(pending)
+    kept, dups, pending = dedup.filter([env("a"), env("b"), env("a", source="app")])
+    assert len(kept) == 3 and dups == {}
     dedup.remember(pending)
     kept, dups, _ = dedup.filter([env("a"), env("b"), env("c")])
     assert [e.event["messageId"] for e in kept] == ["c"]
