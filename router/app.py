@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import faust
 import mode
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 class RoleService(mode.Service):
     """Adapts a plain async role to a mode Service, so the app starts and stops it."""
 
-    def __init__(self, role: Role, **kwargs: object) -> None:
+    def __init__(self, role: Role, **kwargs: Any) -> None:
         self.role = role
         super().__init__(**kwargs)
 
@@ -43,7 +44,9 @@ class RoleService(mode.Service):
 
 
 def faust_broker_url(bootstrap_servers: str) -> str:
-    return ";".join(f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server.strip())
+    return ";".join(
+        f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server.strip()
+    )
 
 
 def build_app(
@@ -70,7 +73,6 @@ def build_app(
         producer_acks=-1,
     )
 
-    @app.task
     async def start_roles() -> None:
         for role in roles:
             await app.add_runtime_dependency(RoleService(role, loop=app.loop, beacon=app.beacon))
@@ -79,14 +81,20 @@ def build_app(
             ops.ready = True
         logger.info("ready: %s", ", ".join(role.name for role in roles))
 
+    app.task(start_roles)
+
     return app
 
 
 class RouterWorker(faust.Worker):
     """faust's worker with a hard bound on shutdown time."""
 
-    def __init__(self, app: faust.App, *, shutdown_grace: float = 30.0, loglevel: str = "info") -> None:
-        super().__init__(app, loglevel=loglevel, redirect_stdouts=False, quiet=True, logging_config=None)
+    def __init__(
+        self, app: faust.App, *, shutdown_grace: float = 30.0, loglevel: str = "info"
+    ) -> None:
+        super().__init__(
+            app, loglevel=loglevel, redirect_stdouts=False, quiet=True, logging_config=None
+        )
         self.shutdown_grace = shutdown_grace
         self._watchdog: threading.Timer | None = None
 

@@ -43,7 +43,9 @@ def _add_common(parser: argparse.ArgumentParser, *, ops_port: int = 9300) -> Non
         help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or the workspace file)",
     )
     parser.add_argument("--ops-host", default="127.0.0.1", help="address for /metrics and /healthz")
-    parser.add_argument("--ops-port", type=int, default=ops_port, help="port for /metrics and /healthz")
+    parser.add_argument(
+        "--ops-port", type=int, default=ops_port, help="port for /metrics and /healthz"
+    )
     parser.add_argument("--log-level", default="info")
     parser.add_argument(
         "--shutdown-grace", type=float, default=30.0, help="seconds a clean stop may take"
@@ -75,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     deliver = commands.add_parser("deliver", help="delivery agents for some destinations")
     _add_common(deliver)
     deliver.add_argument(
-        "--destination", "-d", action="append", default=[], help="destination id (repeatable; default all)"
+        "--destination",
+        "-d",
+        action="append",
+        default=[],
+        help="destination id (repeatable; default all)",
     )
 
     gateway = commands.add_parser("gateway", help="the Segment-compatible HTTP Tracking API")
@@ -95,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write straight to events.raw on this Kafka instead of the gateway",
     )
     send.add_argument("--topic-prefix", default="", help="with --kafka: the workspace topic prefix")
-    send.add_argument("--type", default="track", choices=["track", "identify", "page", "screen", "group", "alias"])
+    send.add_argument(
+        "--type", default="track", choices=["track", "identify", "page", "screen", "group", "alias"]
+    )
     send.add_argument("--event", default="Router Test Event")
     send.add_argument("--user-id", default="test-user")
     send.add_argument("--properties", default="{}", help="JSON object")
@@ -153,7 +161,12 @@ def _serve(command: str, args: argparse.Namespace) -> int:
     if not workspace.kafka.bootstrap_servers:
         if command != "run":
             raise ConfigError(
-                [("kafka.bootstrap_servers", "not set: pass --bootstrap or set KAFKA_BOOTSTRAP_SERVERS")]
+                [
+                    (
+                        "kafka.bootstrap_servers",
+                        "not set: pass --bootstrap or set KAFKA_BOOTSTRAP_SERVERS",
+                    )
+                ]
             )
         broker = EmbeddedBroker()
         broker.start()
@@ -237,7 +250,12 @@ async def _send(args: argparse.Namespace) -> int:
             for event in events:
                 stamp(event, now())
                 records.append(
-                    OutRecord(topic, partition_key(event), orjson.dumps(event), (("write-key", args.write_key.encode()),))
+                    OutRecord(
+                        topic,
+                        partition_key(event),
+                        orjson.dumps(event),
+                        (("write-key", args.write_key.encode()),),
+                    )
                 )
             await BatchSender(producer).send(records)
         finally:

@@ -93,7 +93,10 @@ class DemoTraffic(RoleBase):
                     spec.now(),
                 )
                 record = OutRecord(
-                    topic, spec.partition_key(event), orjson.dumps(event), (("write-key", self.write_key.encode()),)
+                    topic,
+                    spec.partition_key(event),
+                    orjson.dumps(event),
+                    (("write-key", self.write_key.encode()),),
                 )
                 await sender.send([record])
                 logger.info("demo: sent %s %s", event["event"], event["messageId"])

@@ -143,14 +143,18 @@ def parse_timestamp(value: Any, field: str) -> datetime:
 
 def format_timestamp(moment: datetime) -> str:
     """ISO-8601 in UTC with milliseconds, as Segment writes them: 2026-11-23T10:00:00.000Z."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-def stamp(event: Event, received_at: datetime, *, sent_at: Any = None, default_id: str | None = None) -> Event:
+def stamp(
+    event: Event, received_at: datetime, *, sent_at: Any = None, default_id: str | None = None
+) -> Event:
     """Set ``receivedAt``, ``messageId`` and the corrected ``timestamp`` (Segment's rules).
 
     ``timestamp = receivedAt - (sentAt - originalTimestamp)``: the sender's clock skew is

@@ -1,4 +1,4 @@
-"""The `router` command as a user runs it: check-config, and a SIGKILLed processor losing nothing."""
+"""The `router` command as a user runs it: check-config, and a SIGKILLed processor."""
 
 from __future__ import annotations
 
@@ -88,7 +88,10 @@ destinations:
     env = {k: v for k, v in os.environ.items() if k != "NO_SUCH_VARIABLE_FOR_TEST"}
     result = run_router("check-config", str(bad), env=env)
     assert result.returncode == 1
-    assert "sources[0].write_keys[0]: environment variable NO_SUCH_VARIABLE_FOR_TEST is not set" in result.stderr
+    assert (
+        "sources[0].write_keys[0]: environment variable NO_SUCH_VARIABLE_FOR_TEST is not set"
+        in result.stderr
+    )
 
 
 def workspace_file(tmp_path: Path, kafka: KafkaSettings, **processor: Any) -> Path:
@@ -97,11 +100,21 @@ def workspace_file(tmp_path: Path, kafka: KafkaSettings, **processor: Any) -> Pa
         "processor": {"state_dir": str(tmp_path / "state"), "poll_timeout": "100ms", **processor},
         "sources": [{"id": "web", "write_keys": ["wk-web"]}],
         "destinations": [
-            {"id": "all", "name": "All", "type": "webhook", "sources": ["web"],
-             "settings": {"url": "http://127.0.0.1:9/unused"}},
-            {"id": "orders", "name": "Orders", "type": "webhook", "sources": ["web"],
-             "settings": {"url": "http://127.0.0.1:9/unused"},
-             "filters": [{"type": "only", "if": 'event = "Order Completed"'}]},
+            {
+                "id": "all",
+                "name": "All",
+                "type": "webhook",
+                "sources": ["web"],
+                "settings": {"url": "http://127.0.0.1:9/unused"},
+            },
+            {
+                "id": "orders",
+                "name": "Orders",
+                "type": "webhook",
+                "sources": ["web"],
+                "settings": {"url": "http://127.0.0.1:9/unused"},
+                "filters": [{"type": "only", "if": 'event = "Order Completed"'}],
+            },
         ],
     }
     path = tmp_path / "workspace.yaml"
@@ -119,8 +132,8 @@ def start_processor(config: Path, ops_port: int, log: Path) -> subprocess.Popen[
         )
 
 
-async def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_ready(port: int, process: subprocess.Popen[bytes], limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             assert process.poll() is None, "router process exited early"
@@ -136,8 +149,13 @@ async def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float
 
 def events(start: int, count: int) -> list[dict[str, Any]]:
     return [
-        {"type": "track", "event": "Order Completed" if i % 3 == 0 else "Clicked",
-         "userId": f"user-{i % 17}", "messageId": f"m-{i}", "writeKey": "wk-web"}
+        {
+            "type": "track",
+            "event": "Order Completed" if i % 3 == 0 else "Clicked",
+            "userId": f"user-{i % 17}",
+            "messageId": f"m-{i}",
+            "writeKey": "wk-web",
+        }
         for i in range(start, start + count)
     ]
 
@@ -170,8 +188,12 @@ async def test_sigkill_mid_stream_loses_nothing(kafka: KafkaSettings, tmp_path: 
 
         second = start_processor(config, free_port(), log)
         try:
-            records = await consume(kafka, topics.destination("all"), expect=total, timeout=90, settle=2)
-            orders = await consume(kafka, topics.destination("orders"), expect=total // 3, timeout=30)
+            records = await consume(
+                kafka, topics.destination("all"), expect=total, timeout=90, settle=2
+            )
+            orders = await consume(
+                kafka, topics.destination("orders"), expect=total // 3, timeout=30
+            )
         finally:
             second.terminate()
             second.wait(40)
@@ -181,7 +203,9 @@ async def test_sigkill_mid_stream_loses_nothing(kafka: KafkaSettings, tmp_path: 
     ids = [orjson.loads(r.value)["messageId"] for r in records]
     missing = {f"m-{i}" for i in range(total)} - set(ids)
     assert not missing, f"lost {len(missing)} events; log: {log.read_text()[-3000:]}"
-    assert {orjson.loads(r.value)["messageId"] for r in orders} == {f"m-{i}" for i in range(0, total, 3)}
+    assert {orjson.loads(r.value)["messageId"] for r in orders} == {
+        f"m-{i}" for i in range(0, total, 3)
+    }
     duplicates = len(ids) - len(set(ids))
     print(f"SIGKILL run: {len(ids)} records for {total} events, {duplicates} duplicates")
     assert second.returncode == 0, "SIGTERM must end the processor cleanly"

@@ -36,7 +36,13 @@ def mixed_workspace(kafka: KafkaSettings, state_dir: Path) -> Workspace:
                 {"id": "app", "write_keys": [APP]},
             ],
             "destinations": [
-                {"id": "all", "name": "Hook A", "type": "webhook", "settings": hook, "sources": ["web", "app"]},
+                {
+                    "id": "all",
+                    "name": "Hook A",
+                    "type": "webhook",
+                    "settings": hook,
+                    "sources": ["web", "app"],
+                },
                 {
                     "id": "mixpanel",
                     "name": "Mixpanel",
@@ -82,7 +88,10 @@ def track(message_id: str, event: str, user: str = "u1", **extra: Any) -> dict[s
 # (payload, write key in header) -> which destination topics must receive it
 STREAM: list[tuple[dict[str, Any] | bytes, str | None]] = [
     (track("m-order", "Order Completed", properties={"total": 10}, context={"ip": "1.2.3.4"}), WEB),
-    ({"type": "identify", "userId": "u2", "messageId": "m-identify", "traits": {"plan": "pro"}}, WEB),
+    (
+        {"type": "identify", "userId": "u2", "messageId": "m-identify", "traits": {"plan": "pro"}},
+        WEB,
+    ),
     ({"type": "page", "anonymousId": "a1", "messageId": "m-page", "name": "Home"}, WEB),
     ({"type": "screen", "userId": "u3", "messageId": "m-screen", "name": "Feed"}, APP),
     ({"type": "group", "userId": "u4", "messageId": "m-group", "groupId": "g1"}, WEB),
@@ -101,12 +110,41 @@ STREAM: list[tuple[dict[str, Any] | bytes, str | None]] = [
 ]
 
 EXPECTED: dict[str, set[str]] = {
-    "all": {"m-order", "m-identify", "m-page", "m-screen", "m-group", "m-alias", "m-spam",
-            "m-mpfalse", "m-signup", "m-bodykey"},
-    "mixpanel": {"m-order", "m-identify", "m-page", "m-group", "m-alias", "m-mpopts",
-                 "m-signup", "m-bodykey"},
-    "warehouse": {"m-order", "m-identify", "m-page", "m-group", "m-alias", "m-spam",
-                  "m-allfalse", "m-mpfalse", "m-mpopts", "m-signup", "m-bodykey"},
+    "all": {
+        "m-order",
+        "m-identify",
+        "m-page",
+        "m-screen",
+        "m-group",
+        "m-alias",
+        "m-spam",
+        "m-mpfalse",
+        "m-signup",
+        "m-bodykey",
+    },
+    "mixpanel": {
+        "m-order",
+        "m-identify",
+        "m-page",
+        "m-group",
+        "m-alias",
+        "m-mpopts",
+        "m-signup",
+        "m-bodykey",
+    },
+    "warehouse": {
+        "m-order",
+        "m-identify",
+        "m-page",
+        "m-group",
+        "m-alias",
+        "m-spam",
+        "m-allfalse",
+        "m-mpfalse",
+        "m-mpopts",
+        "m-signup",
+        "m-bodykey",
+    },
     "orders": {"m-order"},
 }
 EXPECTED_DLQ = {"invalid_json", "missing_identity", "unknown_write_key", "missing_write_key"}
@@ -118,7 +156,9 @@ async def write_stream(kafka: KafkaSettings, topics: Topics) -> None:
         await produce(kafka, topics.raw, [payload], headers=headers, key=b"u")
 
 
-async def test_mixed_stream_yields_exactly_the_expected_records(kafka: KafkaSettings, tmp_path: Path) -> None:
+async def test_mixed_stream_yields_exactly_the_expected_records(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
     workspace = mixed_workspace(kafka, tmp_path)
     topics = Topics(kafka.topic_prefix)
     registry = CollectorRegistry()
@@ -153,14 +193,18 @@ async def test_mixed_stream_yields_exactly_the_expected_records(kafka: KafkaSett
     assert sample("router_processor_received_total") == len(STREAM)
     assert sample("router_processor_duplicates_total", {"source": "web"}) == 1
     assert sample("router_processor_rejected_total", {"reason": "unknown_write_key"}) == 1
-    assert sample("router_processor_dropped_total", {"destination": "mixpanel", "reason": "drop"}) == 1
+    assert (
+        sample("router_processor_dropped_total", {"destination": "mixpanel", "reason": "drop"}) == 1
+    )
     assert sample("router_processor_routed_total", {"destination": "orders"}) == 1
 
 
 async def test_one_users_events_keep_their_order(kafka: KafkaSettings, tmp_path: Path) -> None:
     workspace = mixed_workspace(kafka, tmp_path)
     topics = Topics(kafka.topic_prefix)
-    events = [track(f"m-{i}", "Clicked", user=f"user-{i % 5}", properties={"n": i}) for i in range(200)]
+    events = [
+        track(f"m-{i}", "Clicked", user=f"user-{i % 5}", properties={"n": i}) for i in range(200)
+    ]
     async with Processor(workspace, CollectorRegistry()):
         await produce(kafka, topics.raw, events, headers=[("write-key", WEB.encode())])
         records = await consume(kafka, topics.destination("all"), expect=200)
@@ -187,7 +231,12 @@ async def test_dedup_state_survives_a_restart(kafka: KafkaSettings, tmp_path: Pa
     # A new processor (same state dir, same group) sees the id again: it must not pass.
     registry = CollectorRegistry()
     async with Processor(workspace, registry):
-        await produce(kafka, topics.raw, [track("m-once", "Clicked"), track("m-new", "Clicked")], headers=headers)
+        await produce(
+            kafka,
+            topics.raw,
+            [track("m-once", "Clicked"), track("m-new", "Clicked")],
+            headers=headers,
+        )
         records = values(await consume(kafka, topics.destination("all"), expect=2, settle=1.5))
         for _ in range(50):
             if registry.get_sample_value("router_processor_duplicates_total", {"source": "web"}):

@@ -24,8 +24,14 @@ from router import spec
         ({"type": "alias", "userId": "u"}, "missing_previous_id"),
         ({"type": "track", "userId": "u", "event": "x" * 256}, "name_too_long"),
         ({"type": "page", "userId": "u", "name": "x" * 256}, "name_too_long"),
-        ({"type": "track", "userId": "u", "event": "E", "properties": {"k" * 256: 1}}, "name_too_long"),
-        ({"type": "track", "userId": "u", "event": "E", "messageId": "m" * 101}, "message_id_too_long"),
+        (
+            {"type": "track", "userId": "u", "event": "E", "properties": {"k" * 256: 1}},
+            "name_too_long",
+        ),
+        (
+            {"type": "track", "userId": "u", "event": "E", "messageId": "m" * 101},
+            "message_id_too_long",
+        ),
         ({"type": "track", "userId": "u", "event": "E", "properties": []}, "invalid_field"),
         ({"type": "track", "userId": {"a": 1}, "event": "E"}, "invalid_field"),
         ({"type": "identify", "userId": True}, "invalid_field"),
@@ -66,7 +72,11 @@ def test_endpoint_type_wins() -> None:
 def test_timestamp_correction_removes_client_skew() -> None:
     received = datetime(2026, 11, 23, 12, 0, 10, tzinfo=UTC)
     # The client clock is 1 hour behind: it stamped the event at 11:00:05, sent at 11:00:08.
-    event = {"type": "track", "timestamp": "2026-11-23T11:00:05.000Z", "sentAt": "2026-11-23T11:00:08Z"}
+    event = {
+        "type": "track",
+        "timestamp": "2026-11-23T11:00:05.000Z",
+        "sentAt": "2026-11-23T11:00:08Z",
+    }
     spec.stamp(event, received)
     assert event["originalTimestamp"] == "2026-11-23T11:00:05.000Z"
     assert event["receivedAt"] == "2026-11-23T12:00:10.000Z"

@@ -62,7 +62,9 @@ def make_consumer(
         "max_poll_records": 5000,
         "fetch_max_bytes": 64 * 1024 * 1024,
         "max_partition_fetch_bytes": 8 * 1024 * 1024,
-        "session_timeout_ms": 10_000,
+        # Kafka's minimum; also how fast a dead member's partitions move (and, on Tansu, half of
+        # it is the time a join takes).
+        "session_timeout_ms": 6_000,
         "heartbeat_interval_ms": 1_000,
         "rebalance_timeout_ms": 10_000,
     }

@@ -60,7 +60,9 @@ class EmbeddedBroker:
             logger.info("embedded broker listening on %s", self.bootstrap_servers)
             return self.bootstrap_servers
         self.stop()
-        raise RuntimeError(f"embedded broker did not listen on {self.port} within {self.startup_timeout}s")
+        raise RuntimeError(
+            f"embedded broker did not listen on {self.port} within {self.startup_timeout}s"
+        )
 
     def stop(self) -> None:
         process, self._process = self._process, None
@@ -79,7 +81,10 @@ class EmbeddedBroker:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -88,6 +93,9 @@ class EmbeddedBroker:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await asyncio.to_thread(self.stop)

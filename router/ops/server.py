@@ -42,7 +42,9 @@ class OpsServer(RoleBase):
     async def _healthz(self, _request: web.Request) -> web.Response:
         checks = {role.name: role.health() for role in self.roles}
         ok = all(healthy for healthy, _ in checks.values())
-        body = {name: {"ok": healthy, "detail": detail} for name, (healthy, detail) in checks.items()}
+        body = {
+            name: {"ok": healthy, "detail": detail} for name, (healthy, detail) in checks.items()
+        }
         return web.json_response({"ok": ok, "roles": body}, status=200 if ok else 503)
 
     async def _readyz(self, _request: web.Request) -> web.Response:
@@ -58,7 +60,9 @@ class OpsServer(RoleBase):
             sockets = getattr(server, "sockets", None) or []
             if sockets:
                 self.port = sockets[0].getsockname()[1]
-        logger.info("ops endpoints on http://%s:%d (/metrics /healthz /readyz)", self.host, self.port)
+        logger.info(
+            "ops endpoints on http://%s:%d (/metrics /healthz /readyz)", self.host, self.port
+        )
 
     async def stop(self) -> None:
         if self._runner is not None:
