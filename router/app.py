@@ -100,6 +100,10 @@ class RouterWorker(faust.Worker):
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         SECRETS.install()
+        if level > logging.DEBUG:
+            # faust/mode log every service start and stop at INFO; the roles say what matters.
+            for name in ("faust", "mode", "aiokafka"):
+                logging.getLogger(name).setLevel(logging.WARNING)
 
     def _arm_watchdog(self) -> None:
         if self._watchdog is not None:

@@ -85,7 +85,8 @@ class Processor(RoleBase):
         self.metrics = ProcessorMetrics(registry)
         self.stop_grace = stop_grace
         settings = workspace.processor
-        self.group_id = group_id or f"{workspace.kafka.client_id}-processor"
+        kafka = workspace.kafka
+        self.group_id = group_id or f"{kafka.client_id}-{kafka.topic_prefix}processor"
         state = Path(settings.state_dir) / "dedup" / self.topics.raw
         self.dedup = Deduplicator(
             state, settings.dedup_window, on_empty_store=self.metrics.on_empty_store

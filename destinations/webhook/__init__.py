@@ -1,0 +1,39 @@
+"""The generic webhook: POST each event (or batch) as JSON, optionally signed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from destinations.base import DestinationPlugin, Event, PartnerRequest, PartnerResponse
+from destinations.http import HttpClient
+from destinations.registry import register
+from destinations.webhook.config import WebhookSettings
+from destinations.webhook.encoder import WebhookEncoder, sign
+from destinations.webhook.sender import WebhookSender
+from router.config import Destination
+
+__all__ = ["WebhookDestination", "WebhookSettings", "sign"]
+
+
+@register("webhook")
+class WebhookDestination(DestinationPlugin[WebhookSettings]):
+    settings_model = WebhookSettings
+    accepts_idempotency_key = True
+
+    def __init__(self, destination: Destination, http: HttpClient) -> None:
+        super().__init__(destination, http)
+        self.encoder = WebhookEncoder(self.settings, batched=destination.delivery.batch_size > 1)
+        self.sender = WebhookSender(self.settings, http, timeout=self.timeout)
+
+    def encode(self, events: Sequence[Event]) -> PartnerRequest:
+        return self.encoder.encode(events)
+
+    async def send(self, request: PartnerRequest) -> PartnerResponse:
+        return await self.sender.send(request)
+
+    async def health_check(self) -> tuple[bool, str]:
+        return await self.sender.health_check()
+
+    def sensitive_headers(self) -> frozenset[str]:
+        # Every configured header is masked: they exist to carry credentials.
+        return frozenset(name.lower() for name in self.settings.headers)

@@ -1,0 +1,144 @@
+"""Metrics of the delivery agents (one container per agent, labelled by destination).
+
+Accounting, per destination: every record taken from ``dest.<id>`` or ``dest.<id>.retry``
+is counted once in ``received_total{origin}`` and ends in exactly one of
+``delivered_total``, ``retries_total{reason}`` (written to the retry topic, so it will be
+received again) or ``failed_total{reason}`` (not delivered: written to the dead-letter
+topic, also counted in ``dlq_total``). So ``received = delivered + retries + failed`` once
+nothing is in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# End to end from receivedAt: seconds for a healthy partner (SLO bound 5 s), up to the
+# four-hour retry window for events that waited in the retry topic.
+LATENCY_BUCKETS = (
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
+)  # fmt: skip
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class DeliveryMetrics:
+    """Hooks the delivery lanes call, once per request or poll, never per byte."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.received = Counter(
+            "router_delivery_received_total",
+            "Records taken for delivery, from the destination topic or its retry topic",
+            ["destination", "origin"],
+            registry=registry,
+        )
+        self.delivered = Counter(
+            "router_delivery_delivered_total",
+            "Events the destination accepted",
+            ["destination"],
+            registry=registry,
+        )
+        self.failed = Counter(
+            "router_delivery_failed_total",
+            "Events not delivered (written to the dead-letter topic), by reason",
+            ["destination", "reason"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "router_delivery_retries_total",
+            "Events written to the retry topic after a retryable failure, by reason",
+            ["destination", "reason"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "router_delivery_dlq_total",
+            "Records written to the destination's dead-letter topic",
+            ["destination"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "router_delivery_in_flight_events",
+            "Events taken from Kafka whose outcome is not yet written",
+            ["destination"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "router_delivery_latency_seconds",
+            "End to end, from the event's receivedAt to the destination accepting it",
+            ["destination"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.requests = Counter(
+            "router_delivery_requests_total",
+            "Requests made to the destination, by result (2xx, 4xx, 5xx, timeout, connection)",
+            ["destination", "result"],
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "router_delivery_request_seconds",
+            "Duration of one request to the destination",
+            ["destination"],
+            buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "router_delivery_consumer_lag_records",
+            "Records on the destination topic (not its retry topic) not yet taken",
+            ["destination"],
+            registry=registry,
+        )
+        self.last_progress = Gauge(
+            "router_delivery_last_progress_timestamp_seconds",
+            "UNIX time of the last event outcome or idle poll",
+            ["destination"],
+            registry=registry,
+        )
+
+    def on_received(self, destination: str, origin: str, count: int) -> None:
+        if count:
+            self.received.labels(destination, origin).inc(count)
+
+    def on_delivered(self, destination: str, latencies: Iterable[float | None]) -> None:
+        """One call per accepted request; a latency of None (no receivedAt) is not observed."""
+        count = 0
+        histogram = self.latency.labels(destination)
+        for latency in latencies:
+            count += 1
+            if latency is not None:
+                histogram.observe(max(0.0, latency))
+        if count:
+            self.delivered.labels(destination).inc(count)
+
+    def on_retry(self, destination: str, reason: str, count: int) -> None:
+        if count:
+            self.retries.labels(destination, reason).inc(count)
+
+    def on_failed(self, destination: str, reason: str, count: int) -> None:
+        """Events written to the dead-letter topic (acknowledged by Kafka)."""
+        if count:
+            self.failed.labels(destination, reason).inc(count)
+            self.dead_letters.labels(destination).inc(count)
+
+    def on_request(self, destination: str, result: str, seconds: float | None) -> None:
+        self.requests.labels(destination, result).inc()
+        if seconds is not None:
+            self.request_seconds.labels(destination).observe(seconds)
+
+    def on_in_flight(self, destination: str, events: int) -> None:
+        self.in_flight.labels(destination).set(events)
+
+    def on_lag(self, destination: str, records: int) -> None:
+        self.lag.labels(destination).set(records)
+
+    def on_progress(self, destination: str, now: float) -> None:
+        self.last_progress.labels(destination).set(now)
+
+    def register_destination(self, destination: str) -> None:
+        """Create the zero-valued series up front, so dashboards show 0 rather than nothing."""
+        self.delivered.labels(destination)
+        self.dead_letters.labels(destination)
+        self.in_flight.labels(destination).set(0)
+        self.latency.labels(destination)
+        for origin in ("fresh", "retry"):
+            self.received.labels(destination, origin)

@@ -1,0 +1,262 @@
+"""The contract every destination plugin meets; subclass it once per destination.
+
+    class TestAcmeContract(DestinationContract):
+        type_name = "acme"
+        valid_settings = {"api_key": "k-123456789"}
+        invalid_settings = [({}, "api_key")]
+        secrets = ["k-123456789"]
+
+The subclass gets every test below for free: settings validation (by path, never echoing a
+value), credentials held as ``SecretStr`` and masked in anything a person reads, encoding
+that is deterministic and leaves events untouched, batching, the idempotency key, and the
+classification of partner statuses (retry versus dead letter, ``Retry-After``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import pytest
+
+from destinations.base import (
+    DestinationPlugin,
+    Event,
+    PartnerRequest,
+    PartnerResponse,
+    PermanentError,
+    RetryableError,
+)
+from destinations.http import HttpClient
+from destinations.registry import get_plugin, validate_settings
+from router.config import Destination
+
+MARKER = "leak-marker-7f3a9c"
+
+#: Segment's delivery rules (segment-compat.md section 6): None = accepted.
+STATUSES: dict[int, bool | None] = {
+    200: None,
+    201: None,
+    202: None,
+    204: None,
+    301: False,
+    400: False,
+    401: False,
+    403: False,
+    404: False,
+    409: False,
+    413: False,
+    422: False,
+    408: True,
+    429: True,
+    500: True,
+    501: False,
+    502: True,
+    503: True,
+    504: True,
+    505: False,
+    511: True,
+}
+
+
+def sample_events() -> list[Event]:
+    """One event of every Segment call type, as the processor writes them."""
+    base: dict[str, Any] = {
+        "receivedAt": "2026-11-23T10:00:00.123Z",
+        "timestamp": "2026-11-23T10:00:00.100Z",
+        "sentAt": "2026-11-23T10:00:00.110Z",
+        "context": {"library": {"name": "analytics-python", "version": "2.3.0"}, "ip": "10.0.0.1"},
+        "integrations": {},
+    }
+    return [
+        {
+            **base,
+            "type": "track",
+            "messageId": "c-1",
+            "userId": "u1",
+            "event": "Order Completed",
+            "properties": {"revenue": 12.5, "currency": "EUR", "products": [{"sku": "a"}]},
+        },
+        {
+            **base,
+            "type": "identify",
+            "messageId": "c-2",
+            "userId": "u1",
+            "traits": {"email": "u1@example.com", "plan": "pro"},
+        },
+        {
+            **base,
+            "type": "page",
+            "messageId": "c-3",
+            "anonymousId": "a1",
+            "name": "Home",
+            "properties": {"path": "/"},
+        },
+        {**base, "type": "screen", "messageId": "c-4", "anonymousId": "a1", "name": "Settings"},
+        {
+            **base,
+            "type": "group",
+            "messageId": "c-5",
+            "userId": "u1",
+            "groupId": "g1",
+            "traits": {"name": "Acme"},
+        },
+        {**base, "type": "alias", "messageId": "c-6", "userId": "u1", "previousId": "a1"},
+    ]
+
+
+class DestinationContract:
+    #: The registry name of the plugin under test.
+    type_name: ClassVar[str]
+    #: Settings that validate.
+    valid_settings: ClassVar[dict[str, Any]]
+    #: (settings, sub-path the problem must be reported at).
+    invalid_settings: ClassVar[list[tuple[dict[str, Any], str]]] = []
+    #: Credential values present in ``valid_settings``: must never reach what people read.
+    secrets: ClassVar[list[str]] = []
+    #: Batch sizes the destination supports (``delivery.batch_size``).
+    batch_sizes: ClassVar[tuple[int, ...]] = (1,)
+    statuses: ClassVar[dict[int, bool | None]] = STATUSES
+
+    # ------------------------------------------------------------ helpers
+
+    def make_plugin(
+        self, *, batch_size: int = 1, settings: dict[str, Any] | None = None
+    ) -> DestinationPlugin[Any]:
+        destination = Destination.model_validate(
+            {
+                "id": "contract",
+                "name": "Contract",
+                "type": self.type_name,
+                "sources": ["web"],
+                "settings": self.valid_settings if settings is None else settings,
+                "delivery": {"batch_size": batch_size},
+            }
+        )
+        # Encoding, classification and description never touch the network.
+        return get_plugin(self.type_name)(destination, HttpClient())
+
+    def events(self) -> list[Event]:
+        return sample_events()
+
+    def response(
+        self, status: int, headers: Sequence[tuple[str, str]] = (), body: bytes = b"{}"
+    ) -> PartnerResponse:
+        return PartnerResponse(status=status, headers=tuple(headers), body=body, elapsed=0.01)
+
+    def encode_each(self, plugin: DestinationPlugin[Any]) -> list[PartnerRequest]:
+        return [plugin.encode([event]) for event in self.events()]
+
+    # ------------------------------------------------------------ settings
+
+    def test_registered(self) -> None:
+        assert get_plugin(self.type_name).type_name == self.type_name
+
+    def test_valid_settings(self) -> None:
+        assert validate_settings(self.type_name, self.valid_settings) == []
+
+    def test_invalid_settings_reported_by_path(self) -> None:
+        for settings, path in self.invalid_settings:
+            problems = validate_settings(self.type_name, settings)
+            assert problems, f"{settings} should be invalid"
+            assert path in [p for p, _ in problems], f"{path} not in {problems}"
+
+    def test_unknown_keys_rejected(self) -> None:
+        problems = validate_settings(self.type_name, {**self.valid_settings, "no_such_key": 1})
+        assert ("no_such_key", "unknown key") in problems
+
+    def test_problems_never_echo_values(self) -> None:
+        for key, value in self.valid_settings.items():
+            if isinstance(value, str):
+                # A wrong type with a recognizable value: the message must not repeat it.
+                bad = {**self.valid_settings, key: [MARKER]}
+                rendered = json.dumps(validate_settings(self.type_name, bad))
+                assert MARKER not in rendered
+        rendered = json.dumps(validate_settings(self.type_name, {MARKER: MARKER}))
+        assert rendered.count(MARKER) <= 1  # the key (a path) may be named, never the value
+
+    def test_credentials_are_secret(self) -> None:
+        plugin = self.make_plugin()
+        shown = repr(plugin.settings) + str(plugin.settings) + plugin.settings.model_dump_json()
+        for secret in self.secrets:
+            assert secret not in shown
+            assert secret in plugin.secrets()
+
+    # ------------------------------------------------------------ encoding
+
+    def test_encode_is_deterministic(self) -> None:
+        first = self.encode_each(self.make_plugin())
+        again = self.encode_each(self.make_plugin())
+        assert first == again
+
+    def test_encode_leaves_events_untouched(self) -> None:
+        events = self.events()
+        before = copy.deepcopy(events)
+        plugin = self.make_plugin()
+        for event in events:
+            plugin.encode([event])
+        assert events == before
+
+    def test_encode_names_its_events(self) -> None:
+        plugin = self.make_plugin()
+        for event, request in zip(self.events(), self.encode_each(plugin), strict=True):
+            assert request.message_ids == (event["messageId"],)
+
+    def test_batches(self) -> None:
+        for size in self.batch_sizes:
+            if size == 1:
+                continue
+            plugin = self.make_plugin(batch_size=size)
+            events = (self.events() * size)[:size]
+            request = plugin.encode(events)
+            assert request.message_ids == tuple(e["messageId"] for e in events)
+            assert plugin.encode(events) == request
+
+    def test_idempotency_key(self) -> None:
+        plugin = self.make_plugin()
+        if not plugin.accepts_idempotency_key:
+            pytest.skip("the partner takes no idempotency key")
+        for event, request in zip(self.events(), self.encode_each(plugin), strict=True):
+            assert event["messageId"] in [value for _, value in request.headers]
+
+    # ------------------------------------------------------------ partner answers
+
+    def test_status_classification(self) -> None:
+        plugin = self.make_plugin()
+        request = plugin.encode(self.events()[:1])
+        for status, retriable in self.statuses.items():
+            response = self.response(status)
+            if retriable is None:
+                plugin.check(request, response)
+                continue
+            expected = RetryableError if retriable else PermanentError
+            with pytest.raises(expected) as caught:
+                plugin.check(request, response)
+            assert caught.value.retriable is retriable, status
+            assert caught.value.response is response
+
+    def test_retry_after_honoured(self) -> None:
+        plugin = self.make_plugin()
+        request = plugin.encode(self.events()[:1])
+        with pytest.raises(RetryableError) as caught:
+            plugin.check(request, self.response(429, [("Retry-After", "7")]))
+        assert caught.value.retry_after == 7.0
+        with pytest.raises(RetryableError) as caught:
+            plugin.check(
+                request, self.response(503, [("Retry-After", "Wed, 21 Oct 2015 07:28:00 GMT")])
+            )
+        assert caught.value.retry_after == 0.0  # a date in the past: retry on the normal schedule
+
+    def test_descriptions_hide_credentials(self) -> None:
+        plugin = self.make_plugin()
+        request = plugin.encode(self.events()[:1])
+        echoed = ("|".join(self.secrets)).encode()
+        response = self.response(
+            401, [("Set-Cookie", "session=abc123456")], body=b"bad key " + echoed
+        )
+        shown = json.dumps([plugin.describe_request(request), plugin.describe_response(response)])
+        for secret in self.secrets:
+            assert secret not in shown
+        assert "abc123456" not in shown

@@ -1,0 +1,36 @@
+"""Fixtures for delivery integration tests: a fake partner and a per-test Kafka namespace."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from router.config import KafkaSettings
+from tests.delivery.helpers import unique_kafka
+from tests.delivery.sink import Sink
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    partner = Sink()
+    await partner.start()
+    try:
+        yield partner
+    finally:
+        await partner.stop()
+
+
+@pytest.fixture
+async def sink2() -> AsyncIterator[Sink]:
+    partner = Sink()
+    await partner.start()
+    try:
+        yield partner
+    finally:
+        await partner.stop()
+
+
+@pytest.fixture
+def kafka_ns(kafka: KafkaSettings) -> KafkaSettings:
+    return unique_kafka(kafka)

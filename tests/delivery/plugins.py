@@ -1,0 +1,20 @@
+"""A test-only destination type, registered by decorator like any third-party one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from destinations.base import EncodeError, Event, PartnerRequest
+from destinations.registry import register
+from destinations.webhook import WebhookDestination
+
+
+@register("test-picky")
+class PickyWebhook(WebhookDestination):
+    """A webhook that cannot encode events whose ``properties.behavior`` is "unencodable"."""
+
+    def encode(self, events: Sequence[Event]) -> PartnerRequest:
+        for event in events:
+            if event.get("properties", {}).get("behavior") == "unencodable":
+                raise EncodeError(f"event {event.get('messageId')} cannot be encoded")
+        return super().encode(events)
