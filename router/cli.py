@@ -142,7 +142,20 @@ def _roles_for(
 
         host = args.host if command == "gateway" else args.gateway_host
         port = args.port if command == "gateway" else args.gateway_port
-        roles.append(Gateway(workspace, registry, host=host, port=port))
+        limits = workspace.gateway
+        roles.append(
+            Gateway(
+                workspace,
+                registry,
+                host=host,
+                port=port,
+                public_url=limits.public_url,
+                rate_limit=limits.rate_limit,
+                burst=limits.burst,
+                read_timeout=limits.read_timeout,
+                produce_timeout=limits.produce_timeout,
+            )
+        )
     if command == "run" and args.demo:
         from router.demo import DemoTraffic
 

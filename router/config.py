@@ -331,9 +331,25 @@ class ProcessorSettings(Model):
         return parse_duration(value)
 
 
+class GatewaySettings(Model):
+    """The HTTP Tracking API's limits; the listen address is a command-line matter."""
+
+    rate_limit: float | None = Field(default=None, gt=0, description="events/s per write key")
+    burst: float | None = Field(default=None, gt=0, description="events; default 1 s worth")
+    public_url: str | None = Field(default=None, pattern=r"^https?://")
+    read_timeout: Duration = 10.0
+    produce_timeout: Duration = 10.0
+
+    @field_validator("read_timeout", "produce_timeout", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
 class Workspace(Model):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     sources: list[Source] = Field(min_length=1)
     destinations: list[Destination] = Field(default_factory=list)
     tracking_plans: list[TrackingPlan] = Field(default_factory=list)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from router.config import KafkaSettings
 
@@ -106,28 +107,26 @@ class BatchSender:
                 )
                 partition = self._partitioner(record.key, partitions, partitions)
             grouped[(record.topic, partition)].append(record)
+        # Batches are closed before submission: aiokafka lets an open batch linger
+        # (linger_ms) waiting for send() calls that will never come.
         for (topic, partition), items in grouped.items():
             batch = self.producer.create_batch()
             for record in items:
-                headers = list(record.headers)
-                if (
-                    batch.append(
-                        key=record.key, value=record.value, timestamp=None, headers=headers
-                    )
-                    is None
-                ):
+                if not _append(batch, record):  # full: it closed itself; send, start another
                     futures.append(
                         await self.producer.send_batch(batch, topic, partition=partition)
                     )
                     batch = self.producer.create_batch()
-                    if (
-                        batch.append(
-                            key=record.key, value=record.value, timestamp=None, headers=headers
-                        )
-                        is None
-                    ):
-                        raise ValueError(
-                            f"a record for {topic} is larger than the producer's batch size"
-                        )
+                    if not _append(batch, record):
+                        raise ValueError(f"a record for {topic} is larger than a whole batch")
+            batch.close()
             futures.append(await self.producer.send_batch(batch, topic, partition=partition))
         return asyncio.gather(*futures)
+
+
+def _append(batch: BatchBuilder, record: OutRecord) -> bool:
+    headers = list(record.headers)
+    return (
+        batch.append(key=record.key, value=record.value, timestamp=None, headers=headers)
+        is not None
+    )
