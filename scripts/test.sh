@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs, then run it. Arguments go to pytest.
 # Works on a fresh machine with python3; as root it also installs the system packages
-# the browser test needs (Debian's chromium, Node's npm for @segment/analytics-next).
+# some tests need: Debian's prometheus and chromium, and @segment/analytics-next from npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+
+# System packages for the tests that use real servers: Prometheus (metrics queries).
+if ! command -v prometheus >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 
 if [ -f tests/gateway/browser/setup.sh ]; then
     bash tests/gateway/browser/setup.sh
