@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -105,3 +106,123 @@ def test_bad_timestamp_is_an_invalid_event() -> None:
 def test_partition_key_prefers_user_id() -> None:
     assert spec.partition_key({"userId": "u", "anonymousId": "a"}) == b"u"
     assert spec.partition_key({"anonymousId": "a"}) == b"a"
+
+
+# ---------------------------------------------------------------- the fast path of validate()
+
+
+def reference_validate(event: Any, *, type_hint: str | None = None) -> Any:
+    """validate() as written before its fast path: the same checks, one after the other."""
+    if not isinstance(event, dict):
+        raise spec.InvalidEvent("invalid_event", "an event must be a JSON object")
+    kind = event.get("type", type_hint)
+    if type_hint is not None:
+        kind = type_hint
+        event["type"] = kind
+    if kind is None:
+        raise spec.InvalidEvent("missing_type", "type is required")
+    if not isinstance(kind, str) or kind.lower() not in spec.EVENT_TYPES:
+        raise spec.InvalidEvent(
+            "invalid_type", "type must be one of alias, group, identify, page, screen, track"
+        )
+    if kind != kind.lower():
+        kind = kind.lower()
+        event["type"] = kind
+    user_id = spec._id_field(event, "userId")
+    anonymous_id = spec._id_field(event, "anonymousId")
+    if user_id is None and anonymous_id is None:
+        raise spec.InvalidEvent("missing_identity", "userId or anonymousId is required")
+    if kind == "track":
+        name = event.get("event")
+        if not isinstance(name, str) or not name:
+            raise spec.InvalidEvent("missing_event", "track requires event (a non-empty string)")
+        spec._check_name(name, "event")
+    elif kind == "group":
+        if spec._id_field(event, "groupId") is None:
+            raise spec.InvalidEvent("missing_group_id", "group requires groupId")
+    elif kind == "alias":
+        if user_id is None:
+            raise spec.InvalidEvent("missing_user_id", "alias requires userId")
+        if spec._id_field(event, "previousId") is None:
+            raise spec.InvalidEvent("missing_previous_id", "alias requires previousId")
+    elif kind in ("page", "screen"):
+        name = event.get("name")
+        if name is not None:
+            if not isinstance(name, str):
+                raise spec.InvalidEvent("invalid_field", "name must be a string")
+            spec._check_name(name, "name")
+    message_id = event.get("messageId")
+    if message_id is not None:
+        if not isinstance(message_id, str):
+            raise spec.InvalidEvent("invalid_field", "messageId must be a string")
+        if len(message_id) > spec.MAX_MESSAGE_ID_CHARS:
+            raise spec.InvalidEvent(
+                "message_id_too_long", "messageId is longer than 100 characters"
+            )
+    for field in ("properties", "traits", "context", "integrations"):
+        value = event.get(field)
+        if value is not None and not isinstance(value, dict):
+            raise spec.InvalidEvent("invalid_field", f"{field} must be an object")
+    for field in ("properties", "traits"):
+        value = event.get(field)
+        if value:
+            for key in value:
+                if len(key) > spec.MAX_NAME_CHARS:
+                    raise spec.InvalidEvent(
+                        "name_too_long", f"a key in {field} is longer than 255 characters"
+                    )
+    return event
+
+
+def generated_events(count: int) -> list[Any]:
+    import random
+
+    rng = random.Random(17)
+    choices: dict[str, list[Any]] = {
+        "type": [
+            *("track", "identify", "page", "screen", "group", "alias", "Track", "PAGE"),
+            *("purchase", "", 5, None, ["track"]),
+        ],
+        "userId": ["u", "", 0, 7, 1.5, True, None, [], {"a": 1}],
+        "anonymousId": ["a", "", 3, False, None],
+        "event": ["Order Completed", "", "e" * 256, None, 5],
+        "name": ["Home", "n" * 256, 5, None],
+        "groupId": ["g", "", 4, None, True],
+        "previousId": ["p", "", 9, None],
+        "messageId": ["m", "m" * 101, 5, None],
+        "properties": [{"total": 1}, {"k" * 256: 1}, {}, None, [], "x", 5],
+        "traits": [{"email": "x"}, {"t" * 256: 1}, None, [1], {}],
+        "context": [{"ip": "x"}, None, [], "x", {}],
+        "integrations": [{"All": False}, None, "x", []],
+    }
+    events: list[Any] = [[], "x", None, 5]
+    for _ in range(count):
+        event = {
+            name: rng.choice(values)
+            for name, values in choices.items()
+            if rng.random() < (0.9 if name in ("type", "userId") else 0.4)
+        }
+        events.append(event)
+    return events
+
+
+@pytest.mark.parametrize("type_hint", [None, "track", "identify", "page", "alias"])
+def test_validate_matches_the_check_by_check_reference(type_hint: str | None) -> None:
+    import copy
+
+    def run(function: Any, event: Any) -> Any:
+        try:
+            return ("ok", function(event, type_hint=type_hint), event)
+        except spec.InvalidEvent as exc:
+            return (exc.code, exc.message, event)
+
+    codes = set()
+    for event in generated_events(3000):
+        mine = run(spec.validate, copy.deepcopy(event))
+        theirs = run(reference_validate, copy.deepcopy(event))
+        assert mine == theirs, event
+        if isinstance(event, dict):  # ids coerced to the same types (1 == 1.0 == True)
+            assert [type(v) for v in mine[2].values()] == [type(v) for v in theirs[2].values()]
+        codes.add(mine[0])
+    assert codes >= {"ok", "invalid_event", "missing_identity", "invalid_field", "name_too_long"}
+    assert type_hint is not None or "invalid_type" in codes

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
@@ -20,9 +20,12 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from router.config import KafkaSettings
 
 
-@dataclass(frozen=True, slots=True)
-class OutRecord:
-    """One record to write; ``partition`` None means "by key" (murmur2, as Kafka's clients do)."""
+class OutRecord(NamedTuple):
+    """One record to write; ``partition`` None means "by key" (murmur2, as Kafka's clients do).
+
+    A NamedTuple, not a frozen dataclass: the processor builds several per event and a tuple
+    is built in a third of the time.
+    """
 
     topic: str
     key: bytes | None

@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+import weakref
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any, Final, NamedTuple, TypeAlias
@@ -320,8 +321,15 @@ _OPERATORS: Final = ("!=", ">=", "<=", "=", ">", "<", "!", "(", ")", "[", "]", "
 _HINTS: Final = {"==": "'=' compares, not '=='", "&&": "use 'and'", "||": "use 'or'"}
 _NUMBER: Final = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d+)?")
 _ESCAPES: Final = {
-    '"': '"', "'": "'", "\\": "\\", "/": "/",
-    "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
+    '"': '"',
+    "'": "'",
+    "\\": "\\",
+    "/": "/",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
 }
 
 
@@ -438,12 +446,17 @@ def _read_field(source: str, start: int) -> tuple[tuple[str, ...], bool, int]:
 class _Expr:
     """A compiled sub-expression: a closure, plus what is known about it at compile time."""
 
-    __slots__ = ("boolean", "const", "run")
+    __slots__ = ("boolean", "const", "key", "run")
 
-    def __init__(self, run: _Value, *, boolean: bool = False, const: Any = MISSING) -> None:
+    def __init__(
+        self, run: _Value, *, boolean: bool = False, const: Any = MISSING, key: str | None = None
+    ) -> None:
         self.run = run
         self.boolean = boolean  # run() always returns a bool
         self.const = const  # the value, when it does not depend on the event
+        # For a one-segment field (``event``, ``type``, ``userId``): its key, so comparisons
+        # and calls can read ``event.get(key)`` inline instead of calling ``run``.
+        self.key = key
 
 
 def _constant(value: Any) -> _Expr:
@@ -471,7 +484,7 @@ def _field(parts: tuple[str, ...]) -> _Expr:
         return _Expr(get_any)
     if len(parts) == 1:
         (key,) = parts
-        return _Expr(lambda event: event.get(key))
+        return _Expr(lambda event: event.get(key), key=key)
     if len(parts) == 2:
         first, second = parts
 
@@ -493,7 +506,38 @@ def _field(parts: tuple[str, ...]) -> _Expr:
     return _Expr(get_3)
 
 
-def _equals_constant(run: _Value, value: Any) -> Condition:
+# Conditions that are exactly ``field = "text"`` (False) or ``field != "text"`` (True), for a
+# one-segment field: filters and transformations test these inline, without calling them.
+_FIELD_TESTS: weakref.WeakKeyDictionary[Condition, tuple[str, str, bool]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def field_test(condition: Condition) -> tuple[str, str, bool] | None:
+    """``(field, text, negated)`` when ``condition`` is exactly ``field = "text"`` (negated
+    False) or ``field != "text"`` (True) on a one-segment field, else None.
+
+    Such a condition is ``event.get(field) == text``, or its negation, and cannot raise, so a
+    caller may evaluate it inline; that saves a call per event and destination.
+    """
+    return _FIELD_TESTS.get(condition)
+
+
+def _equals_constant(expr: _Expr, value: Any) -> Condition:
+    run, key = expr.run, expr.key
+    if key is not None and (value is None or isinstance(value, bool) or type(value) is str):
+        # The usual ``type = "track"``: one closure, no nested call to read the field.
+        if value is None:
+            return lambda event: event.get(key) is None
+        if isinstance(value, bool):
+            return lambda event: event.get(key) is value
+        text = value
+
+        def equals(event: Event) -> bool:
+            return event.get(key) == text
+
+        _FIELD_TESTS[equals] = (key, text, False)
+        return equals
     if value is None:
         return lambda event: run(event) is None
     if isinstance(value, bool):
@@ -523,9 +567,20 @@ def _compare(op: str, left: _Expr, right: _Expr) -> _Expr:
     if right.const is not MISSING:
         value = right.const
         if op == "=":
-            return _Expr(_equals_constant(run, value), boolean=True)
+            return _Expr(_equals_constant(left, value), boolean=True)
         if op == "!=":
-            equals = _equals_constant(run, value)
+            key = left.key
+            if key is not None and type(value) is str:
+                # The usual ``type != "page"``: negate inline rather than call "=" and negate.
+                # ``not ==`` as the generic path does, for objects a user function put there.
+                text = value
+
+                def differs(event: Event) -> bool:
+                    return not (event.get(key) == text)  # noqa: SIM201
+
+                _FIELD_TESTS[differs] = (key, text, True)
+                return _Expr(differs, boolean=True)
+            equals = _equals_constant(left, value)
             return _Expr(lambda event: not equals(event), boolean=True)
         compare = _ORDERINGS[op]
         if _is_number(value):
@@ -639,6 +694,24 @@ def _call(name: str, args: Sequence[_Expr], position: int) -> _Expr:
         arg = args[0].run
         return _Expr(lambda event: run(arg(event)), boolean=function.boolean)
     first, second = args[0].run, args[1].run
+    if args[1].const is not MISSING:
+        # A literal second argument (``contains(userId, "bot")``): pass it, do not call for it.
+        literal = args[1].const
+        key = args[0].key
+        if name == "contains" and key is not None and type(literal) is str:
+            # ``contains(userId, "bot")`` on a string field: the substring test inline.
+            needle = literal
+
+            def contains_literal(event: Event) -> bool:
+                haystack = event.get(key)
+                if type(haystack) is str:
+                    return needle in haystack
+                return _fn_contains(haystack, needle)
+
+            return _Expr(contains_literal, boolean=True)
+        if key is not None:
+            return _Expr(lambda event: run(event.get(key), literal), boolean=function.boolean)
+        return _Expr(lambda event: run(first(event), literal), boolean=function.boolean)
     return _Expr(lambda event: run(first(event), second(event)), boolean=function.boolean)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -54,13 +54,6 @@ def _reject(
     )
 
 
-def _header(record: RawRecord, name: str) -> bytes | None:
-    for key, value in record.headers or ():
-        if key == name:
-            return value
-    return None
-
-
 def decode(
     records: Sequence[RawRecord], sources_by_key: Mapping[str, str]
 ) -> tuple[list[Envelope], list[Rejection]]:
@@ -73,17 +66,23 @@ def decode(
     envelopes: list[Envelope] = []
     rejections: list[Rejection] = []
     loads = orjson.loads
+    validate = spec.validate
+    max_bytes = spec.MAX_EVENT_BYTES
+    append = envelopes.append
+    # Header bytes -> write key text: a batch carries a handful of distinct keys, so each is
+    # decoded once per batch rather than once per record.
+    header_keys: dict[bytes, str] = {}
     for record in records:
         raw = record.value
         if not raw:
             rejections.append(_reject(record, "empty_record", "the record has no value"))
             continue
-        if len(raw) > spec.MAX_EVENT_BYTES:
+        if len(raw) > max_bytes:
             rejections.append(
                 _reject(
                     record,
                     "event_too_large",
-                    f"the event is larger than {spec.MAX_EVENT_BYTES} bytes",
+                    f"the event is larger than {max_bytes} bytes",
                 )
             )
             continue
@@ -92,11 +91,19 @@ def decode(
         except orjson.JSONDecodeError as exc:
             rejections.append(_reject(record, "invalid_json", f"not valid JSON: {exc}"))
             continue
-        header_key = _header(record, WRITE_KEY_HEADER)
+        header_key = None
+        for name, value in record.headers or ():
+            if name == WRITE_KEY_HEADER:
+                header_key = value
+                break
         body_key = event.pop("writeKey", None) if isinstance(event, dict) else None
-        write_key = header_key.decode("utf-8", "replace") if header_key else body_key
+        write_key: Any = body_key
+        if header_key:
+            write_key = header_keys.get(header_key)
+            if write_key is None:
+                write_key = header_keys[header_key] = header_key.decode("utf-8", "replace")
         try:
-            spec.validate(event)
+            validate(event)
         except spec.InvalidEvent as exc:
             rejections.append(_reject(record, exc.code, exc.message))
             continue
@@ -132,14 +139,5 @@ def decode(
             except spec.InvalidEvent as exc:
                 rejections.append(_reject(record, exc.code, exc.message, source_id))
                 continue
-        envelopes.append(
-            Envelope(
-                event=event,
-                raw=raw,
-                partition=record.partition,
-                offset=record.offset,
-                timestamp_ms=record.timestamp,
-                source_id=source_id,
-            )
-        )
+        append(Envelope(event, raw, record.partition, record.offset, record.timestamp, source_id))
     return envelopes, rejections

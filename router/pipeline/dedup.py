@@ -16,10 +16,9 @@ import logging
 import shutil
 import struct
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from rocksdict import AccessType, Options, Rdict, WriteBatch
 
@@ -99,38 +98,43 @@ class Deduplicator:
         """
         if not envelopes or self.window <= 0:
             return envelopes, {}, {}
-        by_partition: dict[int, list[tuple[bytes, Envelope]]] = defaultdict(list)
-        for env in envelopes:
-            by_partition[env.partition].append(
-                (dedup_key(env.source_id, env.event["messageId"]), env)
-            )
+        # Keys grouped by input partition, for one multi-get per store.
+        by_partition: dict[int, tuple[list[bytes], list[int]]] = {}
+        for index, env in enumerate(envelopes):
+            group = by_partition.get(env.partition)
+            if group is None:
+                group = by_partition[env.partition] = ([], [])
+            group[0].append(dedup_key(env.source_id, env.event["messageId"]))
+            group[1].append(index)
         now = self._clock()
         window = self.window
-        kept: list[Envelope] = []
+        unpack = _STAMP.unpack
+        first = [False] * len(envelopes)
         duplicates: dict[str, int] = {}
         pending: PendingKeys = {}
-        for partition, items in by_partition.items():
+        seen = self._in_flight
+        for partition, (keys_in, indexes) in by_partition.items():
             store = self._stores.get(partition)
             if store is None:
                 self.open([partition])
                 store = self._stores[partition]
-            stored = cast(list[bytes | None], store.get([key for key, _ in items]))
-            seen_in_batch = self._in_flight
+            stored = cast(list[bytes | None], store.get(cast(list[Any], keys_in)))
             keys: list[bytes] = []
-            for (key, env), value in zip(items, stored, strict=True):
-                duplicate = key in seen_in_batch or (
-                    value is not None and now - _STAMP.unpack(value)[0] <= window
-                )
-                if duplicate:
-                    duplicates[env.source_id] = duplicates.get(env.source_id, 0) + 1
+            for key, index, value in zip(keys_in, indexes, stored, strict=True):
+                if key in seen or (value is not None and now - unpack(value)[0] <= window):
+                    source_id = envelopes[index].source_id
+                    duplicates[source_id] = duplicates.get(source_id, 0) + 1
                     continue
-                seen_in_batch.add(key)
+                seen.add(key)
                 keys.append(key)
-                kept.append(env)
+                first[index] = True
             if keys:
                 pending[partition] = keys
         # Keep input order across partitions: stages after this one are order-insensitive
-        # except per user, and one user lives in one partition.
+        # except per user, and one user lives in one partition. (The processor's input is
+        # already grouped by partition; input order also keeps a batch's events in the order
+        # they sit in memory, which the later stages read measurably faster.)
+        kept = [env for env, keep in zip(envelopes, first, strict=True) if keep]
         return kept, duplicates, pending
 
     def forget(self, pending: PendingKeys) -> None:

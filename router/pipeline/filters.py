@@ -31,8 +31,21 @@ from router.config import (
     OnlyFilter,
     SampleFilter,
 )
-from router.pipeline.conditions import Condition, ConditionEvaluationError, compile_condition
-from router.pipeline.paths import MISSING, Editor, PathSet, compile_paths, get_path, split_path
+from router.pipeline.conditions import (
+    Condition,
+    ConditionEvaluationError,
+    compile_condition,
+    field_test,
+)
+from router.pipeline.paths import (
+    MISSING,
+    Edit,
+    compile_keep_only,
+    compile_paths,
+    compile_without,
+    get_path,
+    split_path,
+)
 
 Event: TypeAlias = dict[str, Any]
 DropReason: TypeAlias = Literal["sample", "drop", "only", "filter_error"]
@@ -89,18 +102,14 @@ class _Sampler:
         return self.random() < self.fraction
 
 
-class _Edit(NamedTuple):
-    """One drop_properties / allow_properties filter."""
-
-    allow: bool
-    paths: PathSet
-    condition: Condition | None
-
-
 class DestinationFilter:
-    """A destination's compiled filters; call it with an event to get a :class:`FilterResult`."""
+    """A destination's compiled filters; call it with an event to get a :class:`FilterResult`.
 
-    __slots__ = ("_edits", "_gates", "_samplers", "empty")
+    The processor calls :meth:`apply` instead, which returns the event or the drop reason
+    without building a result tuple per event and destination.
+    """
+
+    __slots__ = ("_edits", "_gates", "_samplers", "apply", "empty")
 
     def __init__(
         self,
@@ -111,7 +120,8 @@ class DestinationFilter:
         self._samplers: list[_Sampler] = []
         # (condition, drop_when): "drop" drops when it matches, "only" when it does not.
         self._gates: list[tuple[Condition, bool, DropReason]] = []
-        self._edits: list[_Edit] = []
+        # (allow, compiled copy-on-write edit, condition): drop_properties / allow_properties.
+        edits: list[tuple[bool, Edit, Condition | None]] = []
         for rule in filters:
             if isinstance(rule, SampleFilter):
                 self._samplers.append(_Sampler(rule, rng))
@@ -120,44 +130,112 @@ class DestinationFilter:
             elif isinstance(rule, OnlyFilter):
                 self._gates.append((compile_condition(rule.condition), False, "only"))
             elif isinstance(rule, DropPropertiesFilter | AllowPropertiesFilter):
-                self._edits.append(
-                    _Edit(
-                        allow=isinstance(rule, AllowPropertiesFilter),
-                        paths=compile_paths(rule.fields),
-                        condition=compile_condition(rule.condition) if rule.condition else None,
+                allow = isinstance(rule, AllowPropertiesFilter)
+                paths = compile_paths(rule.fields)
+                edits.append(
+                    (
+                        allow,
+                        compile_keep_only(paths) if allow else compile_without(paths),
+                        compile_condition(rule.condition) if rule.condition else None,
                     )
                 )
-        # Segment's order: every drop_properties before any allow_properties.
-        self._edits.sort(key=lambda edit: edit.allow)
+        # Segment's order: every drop_properties before any allow_properties (stable sort).
+        edits.sort(key=lambda edit: edit[0])
+        self._edits = [(edit, condition) for _, edit, condition in edits]
         self.empty = not (self._samplers or self._gates or self._edits)
+        self.apply: Callable[[Event], Event | DropReason] = self._compile()
+        """The event to send (the input itself when no edit changed it), or why it was
+        dropped; what the processor calls, without a result tuple per event and destination."""
 
     def __call__(self, event: Event) -> FilterResult:
-        if self.empty:
-            return FilterResult(event, None)
-        try:
-            for sampler in self._samplers:
-                if not sampler.keep(event):
-                    return FilterResult(None, "sample")
-            for condition, drop_when, reason in self._gates:
-                if condition(event) == drop_when:
-                    return FilterResult(None, reason)
-            if self._edits:
-                event = self._edit(event)
-        except ConditionEvaluationError:
-            return FilterResult(None, "filter_error")
-        return FilterResult(event, None)
+        result = self.apply(event)
+        if isinstance(result, str):
+            return FilterResult(None, result)
+        return FilterResult(result, None)
 
-    def _edit(self, event: Event) -> Event:
-        editor = Editor(event)
-        for edit in self._edits:
-            # Conditions see the event as the earlier edits left it.
-            if edit.condition is not None and not edit.condition(editor.root):
-                continue
-            if edit.allow:
-                editor.keep_only(edit.paths)
-            else:
-                editor.delete(edit.paths)
-        return editor.root
+    def _compile(self) -> Callable[[Event], Event | DropReason]:
+        samplers, gates, edits = tuple(self._samplers), tuple(self._gates), tuple(self._edits)
+        # Fast paths for a destination with a single filter, the common configuration: one
+        # closure call instead of a walk over three lists inside a try block.
+        if not (samplers or gates or edits):
+            return _unchanged
+        if not (samplers or gates) and len(edits) == 1 and edits[0][1] is None:
+            return edits[0][0]  # an edit without a condition evaluates nothing, cannot fail
+        if not (samplers or edits) and len(gates) == 1:
+            condition, drop_when, reason = gates[0]
+            test = field_test(condition)
+            if test is not None:
+                return _field_gate(*test, drop_when=drop_when, reason=reason)
+            # Conditions return bools, so testing truth is the generic ``== drop_when``.
+            if drop_when:
+
+                def drop_gate(event: Event) -> Event | DropReason:
+                    try:
+                        if condition(event):
+                            return reason
+                    except ConditionEvaluationError:
+                        return "filter_error"
+                    return event
+
+                return drop_gate
+
+            def only_gate(event: Event) -> Event | DropReason:
+                try:
+                    if not condition(event):
+                        return reason
+                except ConditionEvaluationError:
+                    return "filter_error"
+                return event
+
+            return only_gate
+
+        def apply(event: Event) -> Event | DropReason:
+            try:
+                for sampler in samplers:
+                    if not sampler.keep(event):
+                        return "sample"
+                for condition, drop_when, reason in gates:
+                    if condition(event) == drop_when:
+                        return reason
+                # Conditions see the event as the earlier edits left it.
+                for edit, edit_condition in edits:
+                    if edit_condition is None or edit_condition(event):
+                        event = edit(event)
+            except ConditionEvaluationError:
+                return "filter_error"
+            return event
+
+        return apply
+
+
+def _unchanged(event: Event) -> Event:
+    return event
+
+
+def _field_gate(
+    key: str, text: str, negated: bool, *, drop_when: bool, reason: DropReason
+) -> Callable[[Event], Event | DropReason]:
+    """A drop/only gate on ``key = "text"`` or ``key != "text"``, with the test inline.
+
+    Such a condition cannot fail, so there is no error to catch either. The gate drops when
+    the condition's truth is ``drop_when``; the condition holds when the field equals the text
+    (or, negated, when it does not).
+    """
+    if drop_when != negated:
+
+        def drop_if_equal(event: Event) -> Event | DropReason:
+            if event.get(key) == text:
+                return reason
+            return event
+
+        return drop_if_equal
+
+    def drop_unless_equal(event: Event) -> Event | DropReason:
+        if event.get(key) == text:
+            return event
+        return reason
+
+    return drop_unless_equal
 
 
 def compile_filters(

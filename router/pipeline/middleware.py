@@ -47,11 +47,10 @@ from router.pipeline.casing import to_case
 from router.pipeline.paths import (
     Editor,
     PathSpec,
-    compile_paths,
-    delete_in_place,
+    compile_delete_in_place,
+    compile_update_in_place,
     set_in_place,
     split_path,
-    update_in_place,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,13 +85,7 @@ class MiddlewareError(Exception):
 
 
 def _drop_fields(item: DropFields) -> Step:
-    paths = compile_paths(item.fields)
-
-    def drop_fields(event: Event) -> Event:
-        delete_in_place(event, paths)
-        return event
-
-    return drop_fields
+    return compile_delete_in_place(item.fields)
 
 
 def _hash_text(value: Any) -> str:
@@ -106,19 +99,25 @@ def _hash_text(value: Any) -> str:
 
 
 def _hash_fields(item: HashFields) -> Step:
-    paths = [split_path(path) for path in item.fields]
-    algorithm, salt = item.algorithm, item.salt
+    salt = item.salt
+    # hashlib.sha256 and friends: the same digests as hashlib.new(name), without the lookup
+    # by name on every value.
+    algorithm: Callable[..., Any] = getattr(hashlib, item.algorithm)
 
     def digest(value: Any) -> Any:
         if value is None:
             return None
         data = (salt + _hash_text(value)).encode()
         # Pseudonymization, not a security boundary; the algorithm is the operator's choice.
-        return hashlib.new(algorithm, data, usedforsecurity=False).hexdigest()
+        return algorithm(data, usedforsecurity=False).hexdigest()
+
+    updates = [compile_update_in_place(split_path(path), digest) for path in item.fields]
+    if len(updates) == 1:
+        return updates[0]
 
     def hash_fields(event: Event) -> Event:
-        for path in paths:
-            update_in_place(event, path, digest)
+        for update in updates:
+            update(event)
         return event
 
     return hash_fields
@@ -214,9 +213,7 @@ def _takes_options(function: Callable[..., Any], spec: str) -> bool:
     except (TypeError, ValueError):
         return False  # some builtins have no signature: call them the simple way
     params = list(signature.parameters.values())
-    positional = [
-        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     variadic = any(p.kind is p.VAR_POSITIONAL for p in params)
     required = [p for p in positional if p.default is p.empty]
     required_keywords = [p for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
@@ -270,7 +267,7 @@ class MiddlewareChain:
     __slots__ = ("_steps", "empty")
 
     def __init__(self, items: Sequence[Middleware]) -> None:
-        self._steps = [_step(item) for item in items]
+        self._steps = tuple(_step(item) for item in items)
         self.empty = not self._steps
 
     def __call__(self, event: Event) -> Event | None:

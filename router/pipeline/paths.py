@@ -14,6 +14,10 @@ Deleting and restricting fan out over lists: dropping ``properties.products.pric
 Reading and setting do not fan out; use a numeric segment to address one item.
 
 The in-place variants (``*_in_place``) are for source middleware, which owns its events.
+
+The ``compile_*`` functions at the end build the same edits, for fixed paths, as closures
+specialised for the usual one- and two-segment paths over plain dicts; the stages compile
+their configuration with them once and call them per event.
 """
 
 from __future__ import annotations
@@ -469,3 +473,433 @@ def pop_in_place(obj: dict[str, Any], path: PathSpec, default: Any = MISSING) ->
 def update_in_place(obj: dict[str, Any], path: PathSpec, fn: Callable[[Any], Any]) -> None:
     """Replace every value at ``path`` in ``obj`` with ``fn(value)``; lists fan out."""
     Editor(obj, in_place=True).update(path, fn)
+
+
+# ---------------------------------------------------------------- compiled edits (fast paths)
+#
+# Why these exist: destination filters and transformations run once per event *per
+# destination*, and the configured paths are nearly always ``parent.field`` or ``field`` over
+# plain dicts (``properties.total``, ``context.ip``, ``traits.email``). The generic Editor pays
+# for recursion, an owned-copies table and isinstance dispatch on every call; on the processor
+# benchmark that machinery cost more than parsing and serializing the event. The closures below
+# do the same edit with a few dict operations.
+#
+# Each closure handles only the shape it was compiled for, over exact ``dict`` containers. On
+# anything else (a list to fan out over, a dict subclass a user function returned, a deeper
+# path) it hands the *untouched* input to the generic function, so results, copy-on-write and
+# identity-when-unchanged are the generic ones by construction.
+# tests/pipeline/test_compiled_edits.py checks every closure against the generic path.
+
+Edit: TypeAlias = Callable[[dict[str, Any]], dict[str, Any]]
+"""A copy-on-write edit: never mutates its input; returns the input itself when unchanged."""
+
+Setter: TypeAlias = Callable[[dict[str, Any], Any], dict[str, Any]]
+"""A copy-on-write ``set(event, value)`` with the contract of :data:`Edit`."""
+
+InPlace: TypeAlias = Callable[[dict[str, Any]], dict[str, Any]]
+"""An edit that mutates the event it is given and returns it (source middleware owns its
+events, and its steps have this shape)."""
+
+_CONTAINERS: Final = (dict, list)
+
+
+def _shallow_plan(tree: _Node) -> list[tuple[str, tuple[str, ...] | None]] | None:
+    """``[(top, children or None for the whole top-level field)]`` when every path of the
+    trie has one or two segments; None when a deeper path needs the generic walk."""
+    plan: list[tuple[str, tuple[str, ...] | None]] = []
+    for top, sub in tree.children.items():
+        if sub is None:
+            plan.append((top, None))
+        elif any(child is not None for child in sub.children.values()):
+            return None
+        else:
+            plan.append((top, tuple(sub.children)))
+    return plan
+
+
+def compile_without(paths: Iterable[PathSpec] | PathSet) -> Edit:
+    """:func:`without_paths` for fixed ``paths``, specialised for one- and two-segment paths."""
+    pathset = compile_paths(paths)
+
+    def generic(event: dict[str, Any]) -> dict[str, Any]:
+        return without_paths(event, pathset)
+
+    plan = _shallow_plan(pathset.root)
+    if plan is None:
+        return generic
+    if len(plan) == 1 and plan[0][1] is not None and len(plan[0][1]) == 1:
+        # The usual drop_properties: one ``parent.field``.
+        top, (key,) = plan[0][0], plan[0][1]
+
+        def drop_one(event: dict[str, Any]) -> dict[str, Any]:
+            if type(event) is not dict:
+                return generic(event)
+            child = event.get(top)
+            if type(child) is dict:
+                if key not in child:
+                    return event
+                child = child.copy()
+                del child[key]
+                out = event.copy()
+                out[top] = child
+                return out
+            if isinstance(child, _CONTAINERS):
+                return generic(event)  # a list fans out; a dict subclass copies its own way
+            return event  # absent, null or a scalar: nothing below it to drop
+
+        return drop_one
+
+    def drop_many(event: dict[str, Any]) -> dict[str, Any]:
+        if type(event) is not dict:
+            return generic(event)
+        out = event
+        for top, keys in plan:
+            if keys is None:
+                if top in out:
+                    if out is event:
+                        out = event.copy()
+                    del out[top]
+                continue
+            child = out.get(top)
+            if type(child) is dict:
+                copied: dict[str, Any] | None = None
+                for key in keys:
+                    if key in child:
+                        if copied is None:
+                            copied = child.copy()
+                        del copied[key]
+                if copied is not None:
+                    if out is event:
+                        out = event.copy()
+                    out[top] = copied
+            elif isinstance(child, _CONTAINERS):
+                return generic(event)
+        return out
+
+    return drop_many
+
+
+def compile_keep_only(paths: Iterable[PathSpec] | PathSet) -> Edit:
+    """:func:`keep_only` for fixed ``paths``, specialised for one- and two-segment paths."""
+    pathset = compile_paths(paths)
+
+    def generic(event: dict[str, Any]) -> dict[str, Any]:
+        return keep_only(event, pathset)
+
+    shallow = _shallow_plan(pathset.root)
+    if shallow is None:
+        return generic
+    # A one-segment path keeps its top-level field whole: nothing to do for it.
+    plan = [(top, frozenset(keys)) for top, keys in shallow if keys is not None]
+
+    def restricted(child: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+        # A copy without the other keys, in the original order (faster than a comprehension).
+        out = child.copy()
+        for key in child:
+            if key not in allowed:
+                del out[key]
+        return out
+
+    if len(plan) == 1:
+        # The usual allow_properties: children of one object (``properties.total`` ...).
+        ((top, allowed),) = plan
+
+        def keep_one(event: dict[str, Any]) -> dict[str, Any]:
+            child = event.get(top)
+            if type(child) is dict and type(event) is dict:
+                if allowed.issuperset(child):
+                    return event  # only allowed children: keep the event itself
+                out = event.copy()
+                out[top] = restricted(child, allowed)
+                return out
+            if isinstance(child, _CONTAINERS) or type(event) is not dict:
+                return generic(event)  # a list fans out; dict subclasses take the generic walk
+            return event
+
+        return keep_one
+
+    def keep(event: dict[str, Any]) -> dict[str, Any]:
+        if type(event) is not dict:
+            return generic(event)
+        out = event
+        for top, allowed in plan:
+            child = out.get(top)
+            if type(child) is dict:
+                if allowed.issuperset(child):
+                    continue  # only allowed children: keep the object itself
+                if out is event:
+                    out = event.copy()
+                out[top] = restricted(child, allowed)
+            elif isinstance(child, _CONTAINERS):
+                return generic(event)
+        return out
+
+    return keep
+
+
+def compile_setter(path: PathSpec) -> Setter:
+    """:func:`with_value` for a fixed ``path``, specialised for one and two segments."""
+    parts = _parts(path)
+
+    def generic(event: dict[str, Any], value: Any) -> dict[str, Any]:
+        return with_value(event, parts, value)
+
+    if len(parts) == 1:
+        (key,) = parts
+
+        def set_1(event: dict[str, Any], value: Any) -> dict[str, Any]:
+            if type(event) is not dict:
+                return generic(event, value)
+            current = event.get(key, MISSING)
+            if current is value or (type(current) is type(value) and current == value):
+                return event  # _same(): already holds it
+            out = event.copy()
+            out[key] = value
+            return out
+
+        return set_1
+    if len(parts) == 2:
+        top, key = parts
+
+        def set_2(event: dict[str, Any], value: Any) -> dict[str, Any]:
+            if type(event) is not dict:
+                return generic(event, value)
+            child = event.get(top, MISSING)
+            if type(child) is dict:
+                current = child.get(key, MISSING)
+                if current is value or (type(current) is type(value) and current == value):
+                    return event  # _same(): already holds it
+                child = child.copy()
+                child[key] = value
+            elif isinstance(child, _CONTAINERS):
+                return generic(event, value)
+            else:
+                child = {key: value}  # absent or not a container: a fresh object, as _set does
+            out = event.copy()
+            out[top] = child
+            return out
+
+        return set_2
+    return generic
+
+
+def compile_set_value(path: PathSpec, value: Any) -> Edit:
+    """:func:`with_value` for a fixed ``path`` and ``value``: :func:`compile_setter` with the
+    value bound, one call less per event. The value is shared by every event it is set in, so
+    pass only immutable values (the caller copies containers per event)."""
+    parts = _parts(path)
+
+    def generic(event: dict[str, Any]) -> dict[str, Any]:
+        return with_value(event, parts, value)
+
+    if len(parts) == 1:
+        (key,) = parts
+
+        def set_1(event: dict[str, Any]) -> dict[str, Any]:
+            if type(event) is not dict:
+                return generic(event)
+            current = event.get(key, MISSING)
+            if current is value or (type(current) is type(value) and current == value):
+                return event  # _same(): already holds it
+            out = event.copy()
+            out[key] = value
+            return out
+
+        return set_1
+    if len(parts) == 2:
+        top, key = parts
+
+        def set_2(event: dict[str, Any]) -> dict[str, Any]:
+            if type(event) is not dict:
+                return generic(event)
+            child = event.get(top, MISSING)
+            if type(child) is dict:
+                current = child.get(key, MISSING)
+                if current is value or (type(current) is type(value) and current == value):
+                    return event  # _same(): already holds it
+                child = child.copy()
+                child[key] = value
+            elif isinstance(child, _CONTAINERS):
+                return generic(event)
+            else:
+                child = {key: value}  # absent or not a container: a fresh object, as _set does
+            out = event.copy()
+            out[top] = child
+            return out
+
+        return set_2
+    return generic
+
+
+def compile_rename(pairs: Iterable[tuple[PathSpec, PathSpec]]) -> Edit:
+    """:func:`with_renamed` for fixed ``old -> new`` pairs, specialised for one- and
+    two-segment paths; several pairs apply one after the other, as the generic rename does."""
+    steps = [_compile_rename_one(_parts(old), _parts(new)) for old, new in pairs]
+    if len(steps) == 1:
+        return steps[0]
+
+    def rename_all(event: dict[str, Any]) -> dict[str, Any]:
+        for step in steps:
+            event = step(event)
+        return event
+
+    return rename_all
+
+
+def _compile_rename_one(old: tuple[str, ...], new: tuple[str, ...]) -> Edit:
+    pair = ((old, new),)
+
+    def generic(event: dict[str, Any]) -> dict[str, Any]:
+        return with_renamed(event, pair)
+
+    if len(old) > 2 or len(new) > 2:
+        return generic
+    if len(old) == 2 and len(new) == 2 and old[0] == new[0]:
+        return _compile_rename_within(old[0], old[1], new[1], generic)
+    old_top, old_key = old[0], old[1] if len(old) == 2 else None
+    new_top, new_key = new[0], new[1] if len(new) == 2 else None
+
+    def rename(event: dict[str, Any]) -> dict[str, Any]:
+        if type(event) is not dict:
+            return generic(event)
+        # Pop the old path: copy the event (and the old parent); missing is a no-op.
+        moved: dict[str, Any] | None = None
+        if old_key is not None:
+            node = event.get(old_top)
+            if type(node) is not dict:
+                if isinstance(node, _CONTAINERS):
+                    return generic(event)  # a list item by index, or a dict subclass
+                return event
+            if old_key not in node:
+                return event
+            value = node[old_key]
+            moved = node.copy()
+            del moved[old_key]
+            out = event.copy()
+            out[old_top] = moved
+        else:
+            if old_top not in event:
+                return event
+            value = event[old_top]
+            out = event.copy()
+            del out[old_top]
+        # Set the new path on the copies made above, which this call owns; like the Editor,
+        # leave a value that already holds an equal one of the same type (see _same).
+        if new_key is None:
+            current = out.get(new_top, MISSING)
+            if not (current is value or (type(current) is type(value) and current == value)):
+                out[new_top] = value
+            return out
+        parent = out.get(new_top, MISSING)
+        if type(parent) is dict:
+            current = parent.get(new_key, MISSING)
+            if not (current is value or (type(current) is type(value) and current == value)):
+                if parent is not moved:
+                    parent = parent.copy()
+                    out[new_top] = parent
+                parent[new_key] = value
+        elif isinstance(parent, _CONTAINERS):
+            return generic(event)
+        else:
+            out[new_top] = {new_key: value}
+        return out
+
+    return rename
+
+
+def _compile_rename_within(top: str, old_key: str, new_key: str, generic: Edit) -> Edit:
+    """The usual rename, inside one object (``properties.total -> properties.value``)."""
+
+    def rename_within(event: dict[str, Any]) -> dict[str, Any]:
+        node = event.get(top)
+        if type(node) is not dict or type(event) is not dict:
+            if isinstance(node, _CONTAINERS) or type(event) is not dict:
+                return generic(event)  # a list item by index, or a dict subclass
+            return event  # no such object: nothing to move
+        if old_key not in node:
+            return event
+        # Pop then set, on one copy of the object: the Editor's order of keys and its _same()
+        # rule (an equal value of the same type already there is left in place).
+        moved = node.copy()
+        value = moved.pop(old_key)
+        current = moved.get(new_key, MISSING)
+        if not (current is value or (type(current) is type(value) and current == value)):
+            moved[new_key] = value
+        out = event.copy()
+        out[top] = moved
+        return out
+
+    return rename_within
+
+
+def compile_delete_in_place(paths: Iterable[PathSpec] | PathSet) -> InPlace:
+    """:func:`delete_in_place` for fixed ``paths``, specialised for one and two segments."""
+    pathset = compile_paths(paths)
+
+    def generic(event: dict[str, Any]) -> dict[str, Any]:
+        delete_in_place(event, pathset)
+        return event
+
+    plan = _shallow_plan(pathset.root)
+    if plan is None:
+        return generic
+    if len(plan) == 1 and plan[0][1] is not None and len(plan[0][1]) == 1:
+        # The usual drop_fields: one ``parent.field``.
+        top, (key,) = plan[0][0], plan[0][1]
+
+        def drop_one(event: dict[str, Any]) -> dict[str, Any]:
+            child = event.get(top)
+            if type(child) is dict and type(event) is dict:
+                child.pop(key, None)
+            elif isinstance(child, _CONTAINERS) or type(event) is not dict:
+                return generic(event)  # a list fans out; dict subclasses take the generic walk
+            return event
+
+        return drop_one
+
+    def drop(event: dict[str, Any]) -> dict[str, Any]:
+        if type(event) is not dict:
+            return generic(event)
+        for top, keys in plan:
+            if keys is None:
+                event.pop(top, None)
+                continue
+            child = event.get(top)
+            if type(child) is dict:
+                for key in keys:
+                    child.pop(key, None)
+            elif isinstance(child, _CONTAINERS):
+                # Deleting is idempotent, so the generic walk may redo what is done already.
+                return generic(event)
+        return event
+
+    return drop
+
+
+def compile_update_in_place(path: PathSpec, fn: Callable[[Any], Any]) -> InPlace:
+    """:func:`update_in_place` for a fixed ``path`` and ``fn``, specialised for two segments."""
+    parts = _parts(path)
+
+    def generic(event: dict[str, Any]) -> dict[str, Any]:
+        update_in_place(event, parts, fn)
+        return event
+
+    if len(parts) != 2:
+        return generic
+    top, key = parts
+
+    def update(event: dict[str, Any]) -> dict[str, Any]:
+        if type(event) is not dict:
+            return generic(event)
+        child = event.get(top)
+        if type(child) is dict:
+            if key in child:
+                value = child[key]
+                new = fn(value)
+                if new is not value:
+                    child[key] = new
+        elif isinstance(child, _CONTAINERS):
+            return generic(event)  # a list fans out over its items
+        return event
+
+    return update

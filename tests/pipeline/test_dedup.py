@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from router.pipeline.dedup import Deduplicator
+from router.pipeline.dedup import Deduplicator, dedup_key
 from router.pipeline.records import Envelope
 
 
@@ -62,3 +62,18 @@ def test_empty_store_is_reported(tmp_path: Path) -> None:
     dedup.close()
     Deduplicator(tmp_path, 60, on_empty_store=lambda: seen.append(1)).open([0])
     assert len(seen) == 2
+
+
+def test_kept_events_stay_in_input_order_across_partitions(tmp_path: Path) -> None:
+    dedup = Deduplicator(tmp_path, 3600)
+    batch = [env(f"m{i % 7}", partition=i % 3) for i in range(21)]
+    kept, dups, pending = dedup.filter(batch)
+    # Partitions are looked at in order of first appearance, so partition 0's copy of each id
+    # is the first sighting; the kept events come back in input order, not grouped.
+    assert kept == [e for e in batch if e.partition == 0]
+    assert [e.event["messageId"] for e in kept] == ["m0", "m3", "m6", "m2", "m5", "m1", "m4"]
+    assert dups == {"web": 14}
+    assert sorted(k for keys in pending.values() for k in keys) == sorted(
+        dedup_key("web", f"m{i}") for i in range(7)
+    )
+    dedup.close()
