@@ -244,3 +244,67 @@ async def test_dedup_state_survives_a_restart(kafka: KafkaSettings, tmp_path: Pa
             await asyncio.sleep(0.1)
     assert sorted(e["messageId"] for e in records) == ["m-new", "m-once"]
     assert registry.get_sample_value("router_processor_duplicates_total", {"source": "web"}) == 1
+
+
+async def test_tracking_plan_blocks_into_violations_topic(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    hook = {"url": "http://127.0.0.1:9/unused"}
+    schema = {
+        "type": "object",
+        "properties": {
+            "properties": {"type": "object", "properties": {"total": {"type": "number"}}}
+        },
+    }
+    workspace = validate_workspace(
+        {
+            "kafka": kafka.model_dump(),
+            "processor": {"state_dir": str(tmp_path), "poll_timeout": "100ms"},
+            "tracking_plans": [{"id": "plan", "rules": {"track": {"Order Completed": schema}}}],
+            "sources": [
+                {
+                    "id": "web",
+                    "write_keys": [WEB],
+                    "tracking_plan": {
+                        "plan": "plan",
+                        "unplanned_events": "block",
+                        "unplanned_properties": "omit",
+                        "violations": "block",
+                    },
+                }
+            ],
+            "destinations": [
+                {"id": "all", "name": "A", "type": "webhook", "settings": hook, "sources": ["web"]}
+            ],
+        }
+    )
+    topics = Topics(kafka.topic_prefix)
+    registry = CollectorRegistry()
+    async with Processor(workspace, registry):
+        await produce(
+            kafka,
+            topics.raw,
+            [
+                track("m-ok", "Order Completed", properties={"total": 3, "coupon": "c"}),
+                track("m-bad", "Order Completed", properties={"total": "3"}),
+                track("m-unplanned", "Mystery"),
+            ],
+            headers=[("write-key", WEB.encode())],
+        )
+        delivered = values(await consume(kafka, topics.destination("all"), expect=1))
+        blocked = values(await consume(kafka, topics.violations, expect=2))
+    assert [e["messageId"] for e in delivered] == ["m-ok"]
+    assert delivered[0]["properties"] == {"total": 3}
+    assert delivered[0]["context"]["protocols"]["omitted"] == ["properties.coupon"]
+    assert sorted((b["reason"], b["payload"]["messageId"]) for b in blocked) == [
+        ("schema_violation", "m-bad"),
+        ("unplanned_event", "m-unplanned"),
+    ]
+    bad = next(b for b in blocked if b["reason"] == "schema_violation")
+    assert bad["details"]["violations"][0]["field"] == "properties.total"
+    assert (
+        registry.get_sample_value(
+            "router_processor_violations_total", {"source": "web", "type": "Invalid Type"}
+        )
+        == 1
+    )

@@ -9,11 +9,13 @@ omitted is recorded in ``context.protocols``; blocked events are not thrown away
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import fastjsonschema
 from jsonschema import Draft7Validator
-from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import SchemaError, ValidationError
 
 from router.config import PlanEnforcement, TrackingPlan
 
@@ -27,8 +29,41 @@ class PlanOutcome:
     blocked_reason: str | None = None
 
 
-def _validator(schema: dict[str, Any] | None) -> Draft7Validator | None:
-    return Draft7Validator(schema) if schema else None
+class _Checker:
+    """One schema: fastjsonschema answers "valid?" quickly; jsonschema explains the failures.
+
+    Most events are valid, and jsonschema's ``iter_errors`` costs ~25 µs an event even then;
+    the compiled check costs about a tenth of that. Only events the fast check rejects (or
+    schemas it cannot compile) pay for jsonschema, which lists every violation.
+    """
+
+    __slots__ = ("full", "quick")
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.full = Draft7Validator(schema)
+        self.quick: Callable[[Any], Any] | None
+        try:
+            # No defaults written into the event, no format checks: jsonschema's behaviour.
+            self.quick = fastjsonschema.compile(
+                schema, use_default=False, use_formats=False, detailed_exceptions=False
+            )
+        except fastjsonschema.JsonSchemaDefinitionException:
+            self.quick = None
+
+    def errors(self, event: dict[str, Any]) -> Iterable[ValidationError]:
+        if self.quick is not None:
+            try:
+                self.quick(event)
+            except fastjsonschema.JsonSchemaValueException:
+                pass
+            else:
+                return ()
+        errors: Iterable[ValidationError] = self.full.iter_errors(event)
+        return errors
+
+
+def _validator(schema: dict[str, Any] | None) -> _Checker | None:
+    return _Checker(schema) if schema else None
 
 
 def _planned_keys(schema: dict[str, Any] | None, container: str) -> frozenset[str] | None:
@@ -58,7 +93,7 @@ class PlanStage:
         self.enforcement = enforcement
         rules = plan.rules
         self._common = _validator(rules.common)
-        self._track = {name: Draft7Validator(schema) for name, schema in rules.track.items()}
+        self._track = {name: _Checker(schema) for name, schema in rules.track.items()}
         self._track_keys = {
             name: _planned_keys(schema, "properties") for name, schema in rules.track.items()
         }
@@ -69,7 +104,7 @@ class PlanStage:
 
     def __call__(self, event: dict[str, Any]) -> PlanOutcome:
         kind = event["type"]
-        validator: Draft7Validator | None = None
+        validator: _Checker | None = None
         planned: frozenset[str] | None = None
         container = "properties"
         if kind == "track":
@@ -104,7 +139,7 @@ class PlanStage:
         for checker in (self._common, validator):
             if checker is None:
                 continue
-            for error in checker.iter_errors(event):
+            for error in checker.errors(event):
                 path = [str(p) if not isinstance(p, int) else p for p in error.absolute_path]
                 if error.validator == "required" and isinstance(error.validator_value, list):
                     missing = error.message.split("'")[1] if "'" in error.message else ""
