@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +97,8 @@ def parse_duration(value: float | int | str) -> float:
     return seconds
 
 
-Duration = Annotated[float, Field(ge=0)]
+# Seconds, written as 30, "500ms", "30s", "15m", "4h" or "1d".
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
 class Model(BaseModel):
@@ -283,11 +292,6 @@ class DeliveryOptions(Model):
     backoff_max: Duration = 300.0
     max_in_flight_events: int = Field(default=10_000, ge=1)
 
-    @field_validator("timeout", "retry_window", "backoff_min", "backoff_max", mode="before")
-    @classmethod
-    def _durations(cls, value: Any) -> float:
-        return parse_duration(value)
-
     @model_validator(mode="after")
     def _backoff_order(self) -> DeliveryOptions:
         if self.backoff_min > self.backoff_max:
@@ -325,11 +329,6 @@ class ProcessorSettings(Model):
     max_batch: int = Field(default=5000, ge=1, le=100_000)
     poll_timeout: Duration = 0.2
 
-    @field_validator("dedup_window", "poll_timeout", mode="before")
-    @classmethod
-    def _durations(cls, value: Any) -> float:
-        return parse_duration(value)
-
 
 class GatewaySettings(Model):
     """The HTTP Tracking API's limits; the listen address is a command-line matter."""
@@ -339,11 +338,6 @@ class GatewaySettings(Model):
     public_url: str | None = Field(default=None, pattern=r"^https?://")
     read_timeout: Duration = 10.0
     produce_timeout: Duration = 10.0
-
-    @field_validator("read_timeout", "produce_timeout", mode="before")
-    @classmethod
-    def _durations(cls, value: Any) -> float:
-        return parse_duration(value)
 
 
 class Workspace(Model):
