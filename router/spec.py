@@ -14,6 +14,10 @@ from typing import Any, Final
 
 EVENT_TYPES: Final = frozenset({"track", "identify", "page", "screen", "group", "alias"})
 MAX_EVENT_BYTES: Final = 32 * 1024
+# A record on events.raw may be larger than the event as its client sent it: the router adds
+# receivedAt, originalTimestamp, a messageId and the batch's context. Clients are held to
+# MAX_EVENT_BYTES as sent; stamped records to this.
+MAX_RECORD_BYTES: Final = 64 * 1024
 MAX_BATCH_BYTES: Final = 500 * 1024
 MAX_BATCH_EVENTS: Final = 2500
 MAX_MESSAGE_ID_CHARS: Final = 100

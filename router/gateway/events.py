@@ -80,8 +80,9 @@ class EventWriter:
 
     def _record(self, event: dict[str, Any], headers: tuple[tuple[str, bytes], ...]) -> OutRecord:
         value = orjson.dumps(event)
-        # The processor refuses records over the limit, so the stamped event is what counts.
-        if len(value) > spec.MAX_EVENT_BYTES:
+        # Segment's 32 KB applies to the event as sent (checked on the body or the batch item);
+        # what the router adds may take it past that, never past what the processor accepts.
+        if len(value) > spec.MAX_RECORD_BYTES:
             raise _too_large()
         key = spec.partition_key(event)
         partition = self.partition_of(key) if self.partition_of is not None else None
@@ -114,8 +115,13 @@ class EventWriter:
         source_id: str,
         received_at: datetime,
         path: str,
+        measure_items: bool = True,
     ) -> Prepared:
-        """Every item of a batch: valid ones for ``events.raw``, the others for the DLQ."""
+        """Every item of a batch: valid ones for ``events.raw``, the others for the DLQ.
+
+        ``measure_items`` False says the whole body is under the per-event limit, so no item
+        can be over it and none is serialized just to be measured.
+        """
         prepared = Prepared()
         headers = ((WRITE_KEY_HEADER, write_key.encode()),)
         context, integrations, sent_at = batch.context, batch.integrations, batch.sent_at
@@ -130,6 +136,9 @@ class EventWriter:
                 bad.append((index, error, item))
                 continue
             item.pop("writeKey", None)
+            if measure_items and len(orjson.dumps(item)) > spec.MAX_EVENT_BYTES:
+                bad.append((index, _too_large(), item))
+                continue
             if context is not None:
                 own = item.get("context")
                 if own is None:

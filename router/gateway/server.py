@@ -352,6 +352,7 @@ class Gateway(RoleBase):
             source_id=source_id,
             received_at=received_at,
             path=request.path,
+            measure_items=len(data) > spec.MAX_EVENT_BYTES,
         )
         request[_EVENTS] = prepared.accepted + len(prepared.errors)
         await self._writer().write(prepared.records)

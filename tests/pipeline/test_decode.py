@@ -64,7 +64,7 @@ def test_every_bad_input_becomes_a_rejection_with_a_reason() -> None:
             orjson.dumps({"type": "track", "event": "E", "userId": "u"}),
             headers=[("write-key", b"nope")],
         ),
-        Record(b'{"type":"track","event":"E","userId":"u","p":"' + b"x" * 33_000 + b'"}'),
+        Record(b'{"type":"track","event":"E","userId":"u","p":"' + b"x" * 66_000 + b'"}'),
         Record(orjson.dumps({"type": "track", "event": "E", "userId": "u", "timestamp": "noon"})),
     ]
     envelopes, rejections = decode(records, KEYS)
