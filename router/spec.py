@@ -41,8 +41,8 @@ class InvalidEvent(ValueError):
 def validate(event: Any, *, type_hint: str | None = None) -> Event:
     """Check one event against Segment's rules; returns it with ``type`` and ids normalized.
 
-    ``type_hint`` is the call type implied by the endpoint (``/v1/track``); an explicit
-    ``type`` in the body must agree with it.
+    ``type_hint`` is the call type implied by the endpoint (``/v1/track``); it replaces any
+    ``type`` in the body, as the endpoint is what the client called.
     """
     # Every event the processor reads passes here, so the usual case (a lowercase type,
     # string ids, object fields that are dicts) is decided with a few dict reads and type
