@@ -67,7 +67,7 @@ def decode(
     rejections: list[Rejection] = []
     loads = orjson.loads
     validate = spec.validate
-    max_bytes = spec.MAX_EVENT_BYTES
+    max_bytes = spec.MAX_RECORD_BYTES
     append = envelopes.append
     # Header bytes -> write key text: a batch carries a handful of distinct keys, so each is
     # decoded once per batch rather than once per record.
