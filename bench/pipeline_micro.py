@@ -1,6 +1,7 @@
 """The processor's stages alone, no Kafka: events/s of Pipeline.process on the bench workload.
 
-Usage: python -m bench.pipeline_micro [--profile]
+Usage: python -m bench.pipeline_micro [--profile] [--plan]  (--plan: with the tracking plan,
+as the processor figure of ``python -m bench`` runs it)
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ class R:
     partition: int = 0
     topic: str = "events.raw"
     timestamp: int = 1795000000000
-    headers: list = field(default_factory=lambda: [("write-key", WRITE_KEY.encode())])
+    headers: list[tuple[str, bytes]] = field(
+        default_factory=lambda: [("write-key", WRITE_KEY.encode())]
+    )
 
 
 rng = random.Random(1)
@@ -39,7 +42,7 @@ records = []
 for i in range(50000):
     e = realistic_event(i, rng)
     records.append(R(orjson.dumps(e), e["userId"].encode(), i, i % 4))
-ws = bench_workspace(KafkaSettings(), "/tmp")
+ws = bench_workspace(KafkaSettings(), "/tmp", plan="--plan" in sys.argv)
 topics = Topics()
 compiled = compile_workspace(ws, topics)
 d = Deduplicator(tempfile.mkdtemp(), 86400)

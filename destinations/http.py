@@ -9,6 +9,7 @@ misconfigured, and following it would silently turn the POST into a GET.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -164,7 +165,7 @@ class HttpClient:
                 request.url,
                 data=request.body,
                 headers=list(request.headers),
-                timeout=aiohttp.ClientTimeout(total=time_limit),
+                timeout=_timeout(time_limit),
                 allow_redirects=False,
             ) as response:
                 body, truncated = await self._read_bounded(response)
@@ -224,6 +225,12 @@ class HttpClient:
         except OSError as exc:
             logger.debug("closing probe connection to %s:%s: %s", host, port, exc)
         return True, f"{host}:{port} accepts connections"
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """One (immutable) ClientTimeout per distinct limit, not one per request."""
+    return aiohttp.ClientTimeout(total=seconds)
 
 
 def _host(url: str) -> str:

@@ -3,9 +3,10 @@
 Flow: the fetch loop polls ``dest.<id>`` and ``dest.<id>.retry`` (one consumer, group
 ``<client_id>-deliver-<id>``), turns records into :class:`InFlight` items, cuts them into
 batches of ``delivery.batch_size`` and queues them; ``delivery.concurrency`` sender tasks
-take batches, wait for the rate limiter, encode, send and classify; the outcome records
-(retry, dead letter, status) are written and acknowledged before the events count as
-finished, and only the finished prefix of each partition is committed.
+take batches, wait for the rate limiter, encode, send and classify, then hand the outcome
+records (retry, dead letter, status) to the lane's writer and take the next batch; the events
+count as finished only once those records are acknowledged, and only the finished prefix of
+each partition is committed.
 
 Nothing here is shared with another destination except the Kafka producer and the aiohttp
 session (which has no global connection limit), so a slow or failing partner only fills
@@ -48,6 +49,7 @@ from router.delivery.records import (
     RetryState,
     dead_letter_record,
     retry_record,
+    status_error_json,
     status_record,
 )
 from router.delivery.retry import RetryPolicy
@@ -134,9 +136,14 @@ class DestinationLane:
         self.stall_after = stall_after or max(120.0, 3 * self.options.timeout + HOLD_CAP)
         self.poll_timeout = poll_timeout
         self.max_in_flight = self.options.max_in_flight_events
+        self._refill_at = self.max_in_flight - max(1, self.max_in_flight // 4)
+        self._full = False
         self.policy = RetryPolicy.from_options(self.options)
         self.limiter = RateLimiter(self.options.rate_limit)
+        self.sender = sender
         self.writer = OutcomeWriter(sender, name=self.id)
+        self._status_partitions: int | None = None  # known at start
+        self._retry_partitions: int | None = None
         self.tracker = OffsetTracker()
         # Every queued batch holds at least one in-flight event, so this bound is never hit
         # before the in-flight bound; it exists so the queue is bounded on its own too.
@@ -178,6 +185,11 @@ class DestinationLane:
 
     async def start(self) -> None:
         self.metrics.register_destination(self.id)
+        producer = self.sender.producer
+        partitions = await producer.partitions_for(self.status_topic)
+        self._status_partitions = len(partitions) if partitions else None
+        partitions = await producer.partitions_for(self.retry_topic)
+        self._retry_partitions = len(partitions) if partitions else None
         consumer = make_consumer(
             self.kafka, group_id=self.group_id, role=f"deliver-{self.id}", **self._consumer_options
         )
@@ -306,9 +318,15 @@ class DestinationLane:
         poll_ms = round(self.poll_timeout * 1000)
         while not self._stopping:
             try:
-                if self.in_flight >= self.max_in_flight:
+                if self.in_flight >= self.max_in_flight or (
+                    self._full and self.in_flight > self._refill_at
+                ):
+                    # At the bound, fetch again only once a quarter of it is free: refilling
+                    # one event at a time would pause, resume and poll once per event.
+                    self._full = True
                     await self._wait_for_capacity()
                     continue
+                self._full = False
                 self._apply_pauses(everything=False)
                 capacity = self.max_in_flight - self.in_flight
                 polled = await self.consumer.getmany(timeout_ms=poll_ms, max_records=capacity)
@@ -327,12 +345,16 @@ class DestinationLane:
                 raise
 
     async def _wait_for_capacity(self) -> None:
-        """At the in-flight bound: fetch nothing, keep polling so the group keeps us."""
+        """At the in-flight bound: fetch nothing, keep polling so the group keeps us.
+
+        Returns once a quarter of the bound is free, or after ``poll_timeout``.
+        """
         self._apply_pauses(everything=True)
-        self._capacity.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.poll_timeout):
-                await self._capacity.wait()
+                while self.in_flight > self._refill_at and not self._stopping:
+                    self._capacity.clear()
+                    await self._capacity.wait()
         await self.consumer.getmany(timeout_ms=0)  # every partition is paused: returns nothing
         self._last_poll = time.monotonic()
         await self._maybe_commit()
@@ -407,7 +429,9 @@ class DestinationLane:
 
     async def _refresh_lag(self) -> None:
         now = time.monotonic()
-        if now - self._last_lag_check < 1.0:
+        # Once per second while caught up; after every poll while behind, so the gauge (and
+        # health) see the lag go back to 0 as soon as it does, not up to a second later.
+        if self.lag == 0 and now - self._last_lag_check < 1.0:
             return
         self._last_lag_check = now
         total = 0
@@ -467,7 +491,15 @@ class DestinationLane:
                 self.queue.task_done()
 
     async def _handle(self, batch: list[InFlight]) -> None:
-        live = [item for item in batch if self.tracker.owns(_tp(item), item.epoch)]
+        owned: dict[tuple[str, int, int], bool] = {}  # one lookup per partition, not per event
+        live = []
+        for item in batch:
+            where = (item.topic, item.partition, item.epoch)
+            mine = owned.get(where)
+            if mine is None:
+                mine = owned[where] = self.tracker.owns(_tp(item), item.epoch)
+            if mine:
+                live.append(item)
         if len(live) < len(batch):
             self._release(len(batch) - len(live))  # revoked meanwhile: the new owner has them
         if not live:
@@ -476,8 +508,19 @@ class DestinationLane:
             self._release(len(live))  # shutting down: left uncommitted for the next owner
             return
         outcomes = await self._attempt(live)
-        await self.writer.write(self._records(outcomes))
-        self._account(outcomes)
+        # Not awaited: the next request need not wait for Kafka. The events stay in flight
+        # (bounded, uncommitted) until their outcome records are acknowledged.
+        self.writer.submit(self._records(outcomes), lambda error: self._written(outcomes, error))
+
+    def _written(self, outcomes: list[Outcome], error: Exception | None) -> None:
+        if error is None:
+            self._account(outcomes)
+            return
+        # Outcomes of these events are not durable: never commit past them, report unhealthy.
+        logger.error(
+            "%s: outcomes of %d event(s) cannot be written: %s", self.id, len(outcomes), error
+        )
+        self._broken = f"outcome of {len(outcomes)} event(s) unknown: {error!r}"
 
     async def _attempt(self, items: list[InFlight]) -> list[Outcome]:
         now = time.time()
@@ -599,34 +642,56 @@ class DestinationLane:
     def _records(self, outcomes: list[Outcome]) -> list[OutRecord]:
         kind = self.plugin.type_name
         records: list[OutRecord] = []
+        # Every event of a failed request shares its Failure: serialize its error once.
+        errors: dict[int, bytes] = {}
         for outcome in outcomes:
             if outcome.kind == "retry":
-                records.append(retry_record(self.retry_topic, outcome))
+                records.append(
+                    retry_record(self.retry_topic, outcome, partitions=self._retry_partitions)
+                )
             elif outcome.kind == "dlq":
                 records.append(
                     dead_letter_record(self.dlq_topic, outcome, destination=self.id, kind=kind)
                 )
-            summary = outcome.failure.summary if outcome.failure is not None else None
+            failure = outcome.failure
+            error_json = None
+            if failure is not None:
+                error_json = errors.get(id(failure))
+                if error_json is None:
+                    error_json = errors[id(failure)] = status_error_json(failure, failure.summary)
             records.append(
                 status_record(
-                    self.status_topic, outcome, destination=self.id, kind=kind, error_detail=summary
+                    self.status_topic,
+                    outcome,
+                    destination=self.id,
+                    kind=kind,
+                    partitions=self._status_partitions,
+                    error_json=error_json,
                 )
             )
         return records
 
     def _account(self, outcomes: list[Outcome]) -> None:
         latencies: list[float | None] = []
-        retries: Counter[str] = Counter()
-        failed: Counter[str] = Counter()
+        retries: dict[str, int] = {}  # plain dicts: a Counter per request costs more
+        failed: dict[str, int] = {}
+        finish = self.tracker.finish
+        partitions: dict[tuple[str, int], TopicPartition] = {}
         for outcome in outcomes:
             item = outcome.item
-            self.tracker.finish(_tp(item), item.offset, item.epoch)
+            where = (item.topic, item.partition)
+            tp = partitions.get(where)
+            if tp is None:
+                tp = partitions[where] = TopicPartition(item.topic, item.partition)
+            finish(tp, item.offset, item.epoch)
             if outcome.kind == "delivered":
                 latencies.append(outcome.latency)
             elif outcome.kind == "retry":
-                retries[outcome.reason or "unknown"] += 1
+                reason = outcome.reason or "unknown"
+                retries[reason] = retries.get(reason, 0) + 1
             else:
-                failed[outcome.reason or "unknown"] += 1
+                reason = outcome.reason or "unknown"
+                failed[reason] = failed.get(reason, 0) + 1
         self.metrics.on_delivered(self.id, latencies)
         for reason, count in retries.items():
             self.metrics.on_retry(self.id, reason, count)

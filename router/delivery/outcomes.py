@@ -1,9 +1,11 @@
 """Durable outcome writes: retry, dead-letter and status records, batched across senders.
 
-Senders hand their records over and wait; one flusher task writes everything pending with
-one :class:`BatchSender` call and wakes the senders once Kafka acknowledged all of it. So
-under load many requests share a produce round trip, and an event counts as finished
-(and its offset as committable) only after its outcome is on Kafka.
+Senders hand their records over (:meth:`OutcomeWriter.submit`) and go on with their next
+request; one flusher task writes everything pending with one :class:`BatchSender` call and,
+once Kafka acknowledged all of it, calls each submitter's callback (or wakes
+:meth:`OutcomeWriter.write` callers). So under load many requests share a produce round trip,
+a request never waits for Kafka, and an event counts as finished (and its offset as
+committable) only after its outcome is on Kafka.
 
 When Kafka refuses a write, the flusher keeps retrying the same records with backoff: the
 lane stalls (visible in health and in the progress metric) rather than losing outcomes.
@@ -14,13 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiokafka.errors import KafkaError
 
 from router.broker.clients import BatchSender, OutRecord
 
 logger = logging.getLogger(__name__)
+
+#: Called once the records are acknowledged (None) or cannot be written (the error).
+Done = Callable[[Exception | None], None]
 
 
 class OutcomeWriter:
@@ -37,7 +42,7 @@ class OutcomeWriter:
         self.retry_min = retry_min
         self.retry_max = retry_max
         self.failures = 0
-        self._pending: list[tuple[list[OutRecord], asyncio.Future[None]]] = []
+        self._pending: list[tuple[Sequence[OutRecord], Done]] = []
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -47,16 +52,36 @@ class OutcomeWriter:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"outcomes-{self.name}")
 
+    def submit(self, records: Sequence[OutRecord], done: Done) -> None:
+        """Queue ``records``; ``done`` is called (from the flusher) once they are written.
+
+        ``done`` runs before :meth:`drain` returns, and is never called for records still
+        pending at :meth:`stop` (their events stay unaccounted: the next owner redelivers).
+        """
+        if self._task is None or self._task.done():
+            raise RuntimeError(f"outcome writer for {self.name} is not running")
+        if not records:
+            done(None)
+            return
+        self._pending.append((records, done))
+        self._idle.clear()
+        self._wakeup.set()
+
     async def write(self, records: Sequence[OutRecord]) -> None:
         """Return once every record is acknowledged (or raise what the write raised)."""
         if not records:
             return
-        if self._task is None or self._task.done():
-            raise RuntimeError(f"outcome writer for {self.name} is not running")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((list(records), future))
-        self._idle.clear()
-        self._wakeup.set()
+
+        def done(error: Exception | None) -> None:
+            if future.done():
+                return  # its caller was cancelled (shutdown); the write still counts
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+        self.submit(records, done)
         await future
 
     async def drain(self, time_limit: float) -> bool:
@@ -74,9 +99,6 @@ class OutcomeWriter:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for _records, future in self._pending:
-            if not future.done():
-                future.cancel()
         self._pending.clear()
 
     async def _run(self) -> None:
@@ -87,13 +109,11 @@ class OutcomeWriter:
                 batch, self._pending = self._pending, []
                 records = [record for records, _ in batch for record in records]
                 error = await self._send(records)
-                for _, future in batch:
-                    if future.done():
-                        continue  # its sender was cancelled (shutdown); the write still counts
-                    if error is None:
-                        future.set_result(None)
-                    else:
-                        future.set_exception(error)
+                for _, done in batch:
+                    try:
+                        done(error)
+                    except Exception:
+                        logger.exception("outcome callback for %s failed", self.name)
             self._idle.set()
 
     async def _send(self, records: list[OutRecord]) -> Exception | None:

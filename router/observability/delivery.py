@@ -11,8 +11,11 @@ nothing is in flight.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+M = TypeVar("M", Counter, Gauge, Histogram)
 
 # End to end from receivedAt: seconds for a healthy partner (SLO bound 5 s), up to the
 # four-hour retry window for events that waited in the retry topic.
@@ -20,6 +23,24 @@ LATENCY_BUCKETS = (
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
 )  # fmt: skip
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class _Children(Generic[M]):
+    """``metric.labels(...)`` with the children kept: the hooks run once per request (several
+    thousand times a second) and ``labels()`` costs more than the update itself. Labels are
+    bounded (destination, reason, origin, result), so is this cache."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *labels: str) -> M:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        return child
 
 
 class DeliveryMetrics:
@@ -95,44 +116,56 @@ class DeliveryMetrics:
             registry=registry,
         )
 
+        self._received = _Children(self.received)
+        self._delivered = _Children(self.delivered)
+        self._failed = _Children(self.failed)
+        self._retries = _Children(self.retries)
+        self._dead_letters = _Children(self.dead_letters)
+        self._in_flight = _Children(self.in_flight)
+        self._latency = _Children(self.latency)
+        self._requests = _Children(self.requests)
+        self._request_seconds = _Children(self.request_seconds)
+        self._lag = _Children(self.lag)
+        self._last_progress = _Children(self.last_progress)
+
     def on_received(self, destination: str, origin: str, count: int) -> None:
         if count:
-            self.received.labels(destination, origin).inc(count)
+            self._received(destination, origin).inc(count)
 
     def on_delivered(self, destination: str, latencies: Iterable[float | None]) -> None:
         """One call per accepted request; a latency of None (no receivedAt) is not observed."""
         count = 0
-        histogram = self.latency.labels(destination)
+        histogram = self._latency(destination)
         for latency in latencies:
             count += 1
             if latency is not None:
                 histogram.observe(max(0.0, latency))
         if count:
-            self.delivered.labels(destination).inc(count)
+            self._delivered(destination).inc(count)
 
     def on_retry(self, destination: str, reason: str, count: int) -> None:
         if count:
-            self.retries.labels(destination, reason).inc(count)
+            self._retries(destination, reason).inc(count)
 
     def on_failed(self, destination: str, reason: str, count: int) -> None:
         """Events written to the dead-letter topic (acknowledged by Kafka)."""
         if count:
-            self.failed.labels(destination, reason).inc(count)
-            self.dead_letters.labels(destination).inc(count)
+            self._failed(destination, reason).inc(count)
+            self._dead_letters(destination).inc(count)
 
     def on_request(self, destination: str, result: str, seconds: float | None) -> None:
-        self.requests.labels(destination, result).inc()
+        self._requests(destination, result).inc()
         if seconds is not None:
-            self.request_seconds.labels(destination).observe(seconds)
+            self._request_seconds(destination).observe(seconds)
 
     def on_in_flight(self, destination: str, events: int) -> None:
-        self.in_flight.labels(destination).set(events)
+        self._in_flight(destination).set(events)
 
     def on_lag(self, destination: str, records: int) -> None:
-        self.lag.labels(destination).set(records)
+        self._lag(destination).set(records)
 
     def on_progress(self, destination: str, now: float) -> None:
-        self.last_progress.labels(destination).set(now)
+        self._last_progress(destination).set(now)
 
     def register_destination(self, destination: str) -> None:
         """Create the zero-valued series up front, so dashboards show 0 rather than nothing."""

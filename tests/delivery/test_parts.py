@@ -254,3 +254,70 @@ def test_partner_request_is_hashable_and_frozen() -> None:
     with pytest.raises(AttributeError):
         request.url = "other"  # type: ignore[misc]
     assert hash(request) == hash(PartnerRequest("POST", "u", (), b""))
+
+
+def test_status_partition_and_time_match_kafka_and_spec() -> None:
+    """The fast murmur2 / iso used for status records give exactly what they replace."""
+    import os
+    import random
+    from datetime import UTC, datetime
+
+    from aiokafka.partitioner import murmur2 as kafka_murmur2
+
+    from router.delivery.records import iso, murmur2
+    from router.spec import format_timestamp
+
+    for length in range(200):
+        for _ in range(5):
+            data = os.urandom(length)
+            assert murmur2(data) == kafka_murmur2(data)
+    rng = random.Random(5)
+    for i in range(20_000):
+        seconds = rng.uniform(0, 4e9)
+        if i % 2:
+            seconds = round(seconds, 3) + rng.choice([0.0, 0.0005, -0.0005, 0.9999995])
+        assert iso(seconds) == format_timestamp(datetime.fromtimestamp(seconds, UTC))
+
+
+def test_records_with_precomputed_partition_and_error_are_the_same() -> None:
+    """Partitions computed in the lane (fast murmur2) are the producer's; a status record
+    with its error serialized once per request reads exactly like one built per event."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from router.delivery.records import status_error_json
+
+    partitions = list(range(7))
+    failure = Failure(
+        "http_503",
+        "HTTP 503",
+        True,
+        status=503,
+        summary={"request": {"body": "x" * 50}, "response": {"status": 503}},
+    )
+    for n in range(50):
+        one = item(key=f"user-{n}".encode(), event={**(item().event or {}), "messageId": f"m{n}"})
+        outcome = Outcome(
+            one,
+            "retry",
+            at=1.5,
+            attempt=1,
+            reason="http_503",
+            failure=failure,
+            first_failure=1.5,
+            due=12.25,
+        )
+        retry = retry_record("r", outcome, partitions=len(partitions))
+        assert retry.partition == DefaultPartitioner()(one.key, partitions, partitions)
+        plain = status_record(
+            "s", outcome, destination="hook", kind="webhook", error_detail=failure.summary
+        )
+        fast = status_record(
+            "s",
+            outcome,
+            destination="hook",
+            kind="webhook",
+            partitions=len(partitions),
+            error_json=status_error_json(failure, failure.summary),
+        )
+        assert orjson.loads(fast.value) == orjson.loads(plain.value)
+        assert fast.partition == DefaultPartitioner()(fast.key, partitions, partitions)
