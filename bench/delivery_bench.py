@@ -18,7 +18,6 @@ Rounds alternate baseline / ours; each figure is the median of its rounds.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import statistics
@@ -39,6 +38,7 @@ from bench.harness import (
     fresh_kafka,
     log,
     scratch,
+    standalone,
     wait_until,
 )
 from bench.workload import WRITE_KEY
@@ -241,13 +241,5 @@ async def run(quick: bool = False) -> list[Result]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    for row in asyncio.run(run(args.quick)):
-        print(orjson.dumps(row.as_dict(), option=orjson.OPT_INDENT_2).decode())
-
-
 if __name__ == "__main__":
-    main()
+    standalone(run, details=True)

@@ -16,7 +16,6 @@ same events (the bench mix, without ``receivedAt``: the gateway stamps it) to th
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import statistics
@@ -36,6 +35,7 @@ from bench.harness import (
     fresh_kafka,
     log,
     scratch,
+    standalone,
     summary_ms,
     write_yaml,
 )
@@ -242,13 +242,5 @@ async def run(quick: bool = False) -> list[Result]:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    for row in asyncio.run(run(args.quick)):
-        print(orjson.dumps({k: v for k, v in row.as_dict().items() if k != "details"}).decode())
-
-
 if __name__ == "__main__":
-    main()
+    standalone(run)

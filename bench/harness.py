@@ -6,6 +6,7 @@ topic prefix (and a fresh broker) so figures cannot see each other's data.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import math
@@ -486,3 +487,15 @@ def scratch(figure: str) -> Any:
         import shutil
 
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def standalone(run: Callable[[bool], Awaitable[list[Result]]], *, details: bool = False) -> None:
+    """``python -m bench.<figure> [--quick]``: run one figure and print its rows as JSON."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    for row in asyncio.run(run(args.quick)):
+        data = row.as_dict()
+        if not details:
+            data.pop("details", None)
+        print(orjson.dumps(data, option=orjson.OPT_INDENT_2 if details else 0).decode())

@@ -16,14 +16,10 @@ the two healthy phases; target: the slow and the failing phase at most 1.2x of i
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import statistics
 
-import orjson
-
 from bench.e2e import MEASURED, measure_max, phase, running_router
-from bench.harness import Result, log, summary_ms
+from bench.harness import Result, log, standalone, summary_ms
 
 BAD = "amplitude"
 
@@ -78,13 +74,5 @@ async def run(quick: bool = False) -> list[Result]:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    for row in asyncio.run(run(args.quick)):
-        print(orjson.dumps({k: v for k, v in row.as_dict().items() if k != "details"}).decode())
-
-
 if __name__ == "__main__":
-    main()
+    standalone(run)

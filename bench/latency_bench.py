@@ -13,14 +13,10 @@ records during the same phase; a router built on Kafka pays at least two such ho
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 from typing import Any
 
-import orjson
-
 from bench.e2e import MEASURED, measure_max, phase, running_router
-from bench.harness import Result, log, summary_ms
+from bench.harness import Result, log, standalone, summary_ms
 
 TARGETS = {0.2: 50.0, 0.8: 250.0}
 
@@ -79,13 +75,5 @@ async def run(quick: bool = False) -> list[Result]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    for row in asyncio.run(run(args.quick)):
-        print(orjson.dumps({k: v for k, v in row.as_dict().items() if k != "details"}).decode())
-
-
 if __name__ == "__main__":
-    main()
+    standalone(run)
