@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from router.broker.embedded import EmbeddedBroker
 from router.config import KafkaSettings
+from tests.delivery.sink import Sink
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +22,13 @@ def broker() -> Iterator[str]:
         return
     with EmbeddedBroker() as embedded:
         yield embedded.bootstrap_servers
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    """A fake partner API on 127.0.0.1 that records requests and fails on demand."""
+    async with Sink() as partner:
+        yield partner
 
 
 @pytest.fixture

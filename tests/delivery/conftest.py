@@ -12,23 +12,10 @@ from tests.delivery.sink import Sink
 
 
 @pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    partner = Sink()
-    await partner.start()
-    try:
-        yield partner
-    finally:
-        await partner.stop()
-
-
-@pytest.fixture
 async def sink2() -> AsyncIterator[Sink]:
-    partner = Sink()
-    await partner.start()
-    try:
+    """A second partner, for tests that compare two destinations (``sink`` is in tests/)."""
+    async with Sink() as partner:
         yield partner
-    finally:
-        await partner.stop()
 
 
 @pytest.fixture

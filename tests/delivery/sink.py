@@ -64,6 +64,13 @@ class Sink:
     async def stop(self) -> None:
         await self.refuse()
 
+    async def __aenter__(self) -> Sink:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
     async def accept(self) -> None:
         if self._runner is not None:
             return

@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,16 +123,6 @@ def workspace(kafka: KafkaSettings, state: Path, sink: Sink) -> Workspace:
             ],
         }
     )
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    partner = Sink()
-    await partner.start()
-    try:
-        yield partner
-    finally:
-        await partner.stop()
 
 
 def test_recording_and_alert_rules_are_valid() -> None:
