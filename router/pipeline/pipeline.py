@@ -164,25 +164,12 @@ class Pipeline:
         self.dedup = dedup
         self.partition_counts = partition_counts
         self._hash_cache: dict[bytes, int] = {}
+        self._routes, self._route_ids = self._build_routes()
 
-    def process(self, records: Sequence[RawRecord]) -> BatchResult:
-        """Every stage over one polled batch: output records, dedup keys to remember, stats."""
-        if not self.pause_gc:
-            return self._process(records)
-        with _GC_PAUSE:
-            return self._process(records)
-
-    def _process(self, records: Sequence[RawRecord]) -> BatchResult:
-        stats = BatchStats(received=len(records))
-        envelopes, rejections = decode(records, self.compiled.sources_by_key)
-        pending: PendingKeys = {}
-        if self.dedup is not None:
-            envelopes, stats.duplicates, pending = self.dedup.filter(envelopes)
-        outputs: list[OutRecord] = []
-        violations_out: list[OutRecord] = []
-        # Everything the per-event loops read, resolved once per batch rather than per event
-        # and destination: the destination loop runs events x destinations times and
-        # dominates the batch.
+    def _build_routes(self) -> tuple[dict[str, _SourceRoute], list[str]]:
+        """Everything the per-event loops read, resolved once rather than per event and
+        destination: the destination loop runs events x destinations times and dominates a
+        batch. The workspace and partition counts are fixed for a pipeline's life."""
         routes: dict[str, _SourceRoute] = {}
         route_ids: list[str] = []
         counts = self.partition_counts
@@ -200,7 +187,7 @@ class Pipeline:
                     )
                 )
                 route_ids.append(dest.id)
-            # Sources without a tracking plan take the inline path below.
+            # Sources without a tracking plan take the inline path in _process.
             routes[source.id] = (
                 source,
                 source.plan is None,
@@ -209,6 +196,24 @@ class Pipeline:
                 (("source", source.id.encode()),),
                 tuple(dest_routes),
             )
+        return routes, route_ids
+
+    def process(self, records: Sequence[RawRecord]) -> BatchResult:
+        """Every stage over one polled batch: output records, dedup keys to remember, stats."""
+        if not self.pause_gc:
+            return self._process(records)
+        with _GC_PAUSE:
+            return self._process(records)
+
+    def _process(self, records: Sequence[RawRecord]) -> BatchResult:
+        stats = BatchStats(received=len(records))
+        envelopes, rejections = decode(records, self.compiled.sources_by_key)
+        pending: PendingKeys = {}
+        if self.dedup is not None:
+            envelopes, stats.duplicates, pending = self.dedup.filter(envelopes)
+        outputs: list[OutRecord] = []
+        violations_out: list[OutRecord] = []
+        routes, route_ids = self._routes, self._route_ids
         routed = [0] * len(route_ids)
         dropped = stats.dropped
         append = outputs.append
