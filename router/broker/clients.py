@@ -9,14 +9,15 @@ as fast as ``await send()`` per record (design.md).
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
+from router.broker.partitioning import key_partition
 from router.config import KafkaSettings
 
 
@@ -87,7 +88,6 @@ class BatchSender:
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self.producer = producer
-        self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, list[int]] = {}
 
     async def _partitions_of(self, topic: str) -> list[int]:
@@ -114,7 +114,11 @@ class BatchSender:
                 partitions = self._partitions.get(record.topic) or await self._partitions_of(
                     record.topic
                 )
-                partition = self._partitioner(record.key, partitions, partitions)
+                partition = (
+                    partitions[key_partition(record.key, len(partitions))]
+                    if record.key is not None
+                    else random.choice(partitions)
+                )
             grouped[(record.topic, partition)].append(record)
         # Batches are closed before submission: aiokafka lets an open batch linger
         # (linger_ms) waiting for send() calls that will never come.

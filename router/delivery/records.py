@@ -51,7 +51,6 @@ idempotent on (destination, messageId, attempt, outcome); after a crash a record
 from __future__ import annotations
 
 import math
-import struct
 import time
 from dataclasses import dataclass
 from typing import Any, Final
@@ -60,6 +59,7 @@ import orjson
 
 from destinations.base import Event
 from router.broker.clients import OutRecord
+from router.broker.partitioning import key_partition
 
 HEADER_SOURCE: Final = "source"
 HEADER_ATTEMPT: Final = "router-attempt"
@@ -198,42 +198,6 @@ def iso(seconds: float) -> str:
             _seconds.clear()
         prefix = _seconds[whole] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
     return f"{prefix}.{micros // 1000:03d}Z"
-
-
-_M: Final = 0x5BD1E995
-_MASK: Final = 0xFFFFFFFF
-_WORDS: Final = [struct.Struct(f"<{n}I") for n in range(64)]
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (what its clients partition keys by), the same values as aiokafka's
-    ``murmur2`` in half the time: one status record per event is partitioned by it."""
-    length = len(data)
-    h = 0x9747B28C ^ length
-    n4 = length >> 2
-    words = _WORDS[n4].unpack_from(data) if n4 < 64 else struct.unpack_from(f"<{n4}I", data)
-    for k in words:
-        k = (k * _M) & _MASK
-        k ^= k >> 24
-        h = ((h * _M) & _MASK) ^ ((k * _M) & _MASK)
-    extra = length & 3
-    if extra:
-        tail = length & ~3
-        if extra >= 3:
-            h ^= data[tail + 2] << 16
-        if extra >= 2:
-            h ^= data[tail + 1] << 8
-        h ^= data[tail]
-        h = (h * _M) & _MASK
-    h ^= h >> 13
-    h = (h * _M) & _MASK
-    h ^= h >> 15
-    return h
-
-
-def key_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner picks for ``key`` among ``partitions``."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def retry_record(topic: str, outcome: Outcome, *, partitions: int | None = None) -> OutRecord:

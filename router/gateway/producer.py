@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner
 
 from router.broker.clients import BatchSender, OutRecord
+from router.broker.partitioning import key_partition
 from router.gateway.errors import Unavailable
 
 logger = logging.getLogger(__name__)
@@ -37,15 +37,14 @@ class KeyPartitioner:
 
     The same rule as :class:`router.broker.clients.BatchSender` and as producers writing to
     ``events.raw`` directly, so one user's events meet in one partition (and one dedup store)
-    whoever wrote them. murmur2 is pure Python in aiokafka and was about a tenth of the
-    gateway's CPU per event; user keys repeat, so a bounded cache removes most of it.
+    whoever wrote them. murmur2 was about a tenth of the gateway's CPU per event; user keys
+    repeat, so a bounded cache removes most of it.
     """
 
     def __init__(self, partitions: Sequence[int], max_keys: int = 65_536) -> None:
         if not partitions:
             raise ValueError("a topic has at least one partition")
         self._partitions = sorted(partitions)
-        self._partitioner = DefaultPartitioner()
         self._cache: dict[bytes, int] = {}
         self._max_keys = max_keys
 
@@ -54,8 +53,7 @@ class KeyPartitioner:
         if partition is None:
             if len(self._cache) >= self._max_keys:
                 self._cache.clear()  # cheaper than LRU bookkeeping on every hit
-            partitions = self._partitions
-            partition = self._partitioner(key, partitions, partitions)
+            partition = self._partitions[key_partition(key, len(self._partitions))]
             self._cache[key] = partition
         return partition
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import struct
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ from typing import Any, TypeAlias
 import orjson
 
 from router.broker.clients import OutRecord
+from router.broker.partitioning import murmur2
 from router.broker.topics import Topics
 from router.pipeline import integrations
 from router.pipeline.compile import CompiledDestination, CompiledSource, CompiledWorkspace
@@ -51,45 +51,6 @@ _SourceRoute: TypeAlias = tuple[
 # Partition hashes kept between batches: users recur, and a miss costs about a microsecond.
 # Bounded (a few MB at most); when full it is emptied and refills with the keys now in use.
 _HASH_CACHE_SIZE = 1 << 16
-
-# ---------------------------------------------------------------- Kafka's murmur2
-#
-# Records carry an explicit partition computed here, which must be the one Kafka's default
-# partitioner (Java's Utils.murmur2, aiokafka.partitioner.murmur2) picks for the key, so that
-# consumers keyed by user see one partition whatever wrote it. aiokafka's pure-Python version
-# costs ~2.4 us a key, a tenth of the whole per-event budget; this one reads the 4-byte words
-# with one struct call and folds the masks, for the same results (tests/pipeline/test_murmur2.py
-# compares them on many keys).
-
-_M = 0x5BD1E995
-_MASK = 0xFFFFFFFF
-_WORDS = [struct.Struct(f"<{n}I").unpack_from for n in range(65)]
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 of ``data``: the same value as ``aiokafka.partitioner.murmur2``."""
-    length = len(data)
-    h = 0x9747B28C ^ length
-    m = _M
-    words = length >> 2
-    if words:
-        unpack = _WORDS[words] if words < len(_WORDS) else struct.Struct(f"<{words}I").unpack_from
-        for k in unpack(data):
-            k = (k * m) & _MASK
-            k ^= k >> 24
-            h = ((h * m) & _MASK) ^ ((k * m) & _MASK)
-    tail = length & 3
-    if tail:
-        base = length - tail
-        if tail == 3:
-            h ^= data[base + 2] << 16
-        if tail >= 2:
-            h ^= data[base + 1] << 8
-        h = ((h ^ data[base]) * m) & _MASK
-    h ^= h >> 13
-    h = (h * m) & _MASK
-    return h ^ (h >> 15)
-
 
 ALL_DESTINATIONS = "all"
 

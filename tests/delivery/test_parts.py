@@ -264,7 +264,8 @@ def test_status_partition_and_time_match_kafka_and_spec() -> None:
 
     from aiokafka.partitioner import murmur2 as kafka_murmur2
 
-    from router.delivery.records import iso, murmur2
+    from router.broker.partitioning import murmur2
+    from router.delivery.records import iso
     from router.spec import format_timestamp
 
     for length in range(200):

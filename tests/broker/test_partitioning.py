@@ -1,4 +1,4 @@
-"""The pipeline's murmur2 must pick the partitions Kafka's default partitioner picks."""
+"""Our murmur2 must pick the partitions Kafka's default partitioner picks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as kafka_murmur2
 
-from router.pipeline.pipeline import murmur2
+from router.broker.partitioning import murmur2
 
 
 def keys() -> list[bytes]:
