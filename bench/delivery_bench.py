@@ -43,9 +43,10 @@ from bench.harness import (
 )
 from bench.workload import WRITE_KEY
 from router.broker.topics import Topics, ensure_topics
-from router.config import KafkaSettings, Workspace, validate_workspace
+from router.config import KafkaSettings, Workspace
 from router.delivery.agent import DeliveryAgent
 from router.delivery.records import HEADER_SOURCE
+from router.workspace import validate_workspace
 
 CONCURRENCY = 8
 BATCH = 100

@@ -44,7 +44,8 @@ from bench.harness import (
 )
 from bench.workload import DESTINATIONS, bench_workspace_data
 from router.broker.topics import Topics, ensure_topics
-from router.config import KafkaSettings, validate_workspace
+from router.config import KafkaSettings
+from router.workspace import validate_workspace
 
 E2E_DELIVERY: dict[str, Any] = {"batch_size": 100, "concurrency": 8}
 

@@ -36,7 +36,7 @@ from bench.harness import (
 from bench.workload import DESTINATIONS, bench_workspace_data
 from router.broker.embedded import free_port
 from router.broker.topics import Topics, ensure_topics
-from router.config import validate_workspace
+from router.workspace import validate_workspace
 
 MB = 1024 * 1024
 HEALTHY, DOWN = "amplitude", "mixpanel"

@@ -11,7 +11,8 @@ import random
 import uuid
 from typing import Any
 
-from router.config import KafkaSettings, Workspace, validate_workspace
+from router.config import KafkaSettings, Workspace
+from router.workspace import validate_workspace
 
 DESTINATIONS = ["mixpanel", "amplitude", "ga4", "customerio", "webhook"]
 WRITE_KEY = "bench-key"

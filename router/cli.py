@@ -13,7 +13,8 @@ import orjson
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from router import __version__
-from router.config import SECRETS, ConfigError, Workspace, load_workspace, with_bootstrap
+from router.config import SECRETS, ConfigError, Workspace, with_bootstrap
+from router.workspace import load_workspace
 
 logger = logging.getLogger("router")
 

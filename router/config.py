@@ -9,19 +9,15 @@ value obtained that way is registered with :data:`SECRETS` so log records never 
 from __future__ import annotations
 
 import logging
-import os
 import re
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -29,7 +25,6 @@ from pydantic import (
 logger = logging.getLogger(__name__)
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 # Fields every destination relies on to route and deduplicate; transformations never touch them.
@@ -58,6 +53,10 @@ class SecretRegistry(logging.Filter):
         # Very short values would mask ordinary words; a secret that short is not one.
         if len(value) >= 4:
             self._values.add(value)
+
+    def values(self) -> list[str]:
+        """Every registered value, longest first (so one containing another is masked whole)."""
+        return sorted(self._values, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
         for value in self._values:
@@ -291,6 +290,9 @@ class DeliveryOptions(Model):
     backoff_min: Duration = 10.0
     backoff_max: Duration = 300.0
     max_in_flight_events: int = Field(default=10_000, ge=1)
+    #: How long a partial batch may wait for more events before it is sent (0: send what
+    #: each poll brought at once). Loaders (warehouses, archives) batch by rows and time.
+    flush_interval: Duration = 0.0
 
     @model_validator(mode="after")
     def _backoff_order(self) -> DeliveryOptions:
@@ -389,115 +391,7 @@ def _unique(problems: list[str], what: str, values: list[str]) -> None:
         seen.add(value)
 
 
-# ---------------------------------------------------------------- loading
-
-
-def interpolate(node: Any, path: str, problems: list[tuple[str, str]]) -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string, recording missing variables."""
-    if isinstance(node, str):
-
-        def substitute(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            value = os.environ.get(name)
-            if value is None:
-                if default is not None:
-                    return default
-                problems.append((path, f"environment variable {name} is not set"))
-                return ""
-            SECRETS.add(value)
-            return value
-
-        return _ENV_REF.sub(substitute, node)
-    if isinstance(node, Mapping):
-        return {
-            k: interpolate(v, f"{path}.{k}" if path else str(k), problems) for k, v in node.items()
-        }
-    if isinstance(node, list):
-        return [interpolate(v, f"{path}[{i}]", problems) for i, v in enumerate(node)]
-    return node
-
-
-def _error_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part in {
-            "drop_fields",
-            "hash_fields",
-            "rename_fields",
-            "add_context",
-            "event_name_case",
-            "function",
-            "sample",
-            "drop",
-            "only",
-            "drop_properties",
-            "allow_properties",
-            "rename_event",
-            "rename_properties",
-            "set_values",
-            "drop_event",
-        } and path.endswith("]"):
-            continue  # pydantic names the union member; the path already says which item
-        else:
-            path += f".{part}" if path else str(part)
-    return path
-
-
-def validate_workspace(data: Any, source: str = "") -> Workspace:
-    """Validate an already-parsed document; raise :class:`ConfigError` listing every problem."""
-    problems: list[tuple[str, str]] = []
-    if not isinstance(data, Mapping):
-        raise ConfigError([("", "the workspace must be a YAML mapping")], source)
-    data = interpolate(data, "", problems)
-    workspace: Workspace | None = None
-    try:
-        workspace = Workspace.model_validate(data)
-    except ValidationError as exc:
-        for err in exc.errors(include_url=False, include_input=False):
-            message = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                message = "unknown key"
-            path = _error_path(err["loc"])
-            if path == "" and ";" in message:
-                problems.extend(("", part.strip()) for part in message.split(";"))
-            else:
-                problems.append((path, message))
-    # Late import: the checks compile conditions and load plugins, which import this module.
-    from router.pipeline.compile import check_document
-
-    known = set(problems)
-    problems.extend(p for p in check_document(data) if p not in known)
-    if problems or workspace is None:
-        raise ConfigError(problems, source)
-    return workspace
-
-
-def load_workspace(path: str | os.PathLike[str] | None = None) -> Workspace:
-    """Load ``path`` (or ``$ROUTER_CONFIG``); apply ``KAFKA_BOOTSTRAP_SERVERS`` if set."""
-    location = path or os.environ.get("ROUTER_CONFIG")
-    if not location:
-        raise ConfigError([("", "no workspace file: pass --config FILE or set ROUTER_CONFIG")])
-    file = Path(location)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([("", f"cannot read {file}: {exc.strerror}")], str(file)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([(where, f"invalid YAML: {problem}")], str(file)) from None
-    workspace = validate_workspace(data, str(file))
-    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if servers:
-        workspace = with_bootstrap(workspace, servers)
-    return workspace
-
-
 def with_bootstrap(workspace: Workspace, servers: str) -> Workspace:
+    """The workspace with ``kafka.bootstrap_servers`` replaced (CLI flag, environment)."""
     kafka = workspace.kafka.model_copy(update={"bootstrap_servers": servers})
     return workspace.model_copy(update={"kafka": kafka})

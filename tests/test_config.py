@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from router.config import SECRETS, ConfigError, load_workspace, parse_duration, validate_workspace
+from router.config import SECRETS, ConfigError, parse_duration
+from router.workspace import load_workspace, validate_workspace
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "workspace.yaml"
 

@@ -11,8 +11,9 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from router.broker.topics import Topics
-from router.config import KafkaSettings, Workspace, validate_workspace
+from router.config import KafkaSettings, Workspace
 from router.processor import Processor
+from router.workspace import validate_workspace
 from tests.kafka_helpers import consume, produce, values
 
 WEB, APP = "wk-web", "wk-app"

@@ -19,9 +19,10 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
-from router.config import SECRETS, ConfigError, load_workspace, with_bootstrap
+from router.config import SECRETS, ConfigError, with_bootstrap
 from router.delivery.agent import DEFAULT_GRACE, DeliveryAgent
 from router.ops.server import OpsServer
+from router.workspace import load_workspace
 
 logger = logging.getLogger("router.delivery")
 

@@ -50,8 +50,8 @@ import orjson
 
 from router.pipeline import casing
 from router.pipeline.paths import MISSING, get_path
+from router.spec import Event
 
-Event: TypeAlias = dict[str, Any]
 Condition: TypeAlias = Callable[[Event], bool]
 _Value: TypeAlias = Callable[[Event], Any]
 

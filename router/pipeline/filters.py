@@ -46,8 +46,8 @@ from router.pipeline.paths import (
     get_path,
     split_path,
 )
+from router.spec import Event
 
-Event: TypeAlias = dict[str, Any]
 DropReason: TypeAlias = Literal["sample", "drop", "only", "filter_error"]
 
 _HASH_SPACE = float(2**64)

@@ -52,10 +52,10 @@ from router.pipeline.paths import (
     set_in_place,
     split_path,
 )
+from router.spec import Event
 
 logger = logging.getLogger(__name__)
 
-Event: TypeAlias = dict[str, Any]
 Step: TypeAlias = Callable[[Event], Event | None]
 
 _NAME_FIELD = {"track": "event", "page": "name", "screen": "name"}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, TypeAlias
+from typing import Any
 
 from router.config import DropEvent, RenameEvent, RenameProperties, SetValues, Transformation
 from router.pipeline.conditions import (
@@ -38,10 +38,10 @@ from router.pipeline.paths import (
     compile_setter,
     split_path,
 )
+from router.spec import Event
 
 logger = logging.getLogger(__name__)
 
-Event: TypeAlias = dict[str, Any]
 
 _NAME_FIELD = {"track": "event", "page": "name", "screen": "name"}
 

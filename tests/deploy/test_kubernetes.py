@@ -23,7 +23,8 @@ import yaml
 
 from router.broker.topics import Topics
 from router.cli import build_parser
-from router.config import _ENV_REF, Workspace, load_workspace
+from router.config import Workspace
+from router.workspace import ENV_REF, load_workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
@@ -386,7 +387,7 @@ def test_workspace_takes_bootstrap_and_secrets_from_the_environment(workspace: W
     raw = yaml.safe_load((BASE / "workspace.yaml").read_text())
     assert "bootstrap_servers" not in raw.get("kafka", {}), "bootstrap comes from the env"
     without_default = {
-        m.group(1) for value in strings(raw) for m in _ENV_REF.finditer(value) if m.group(2) is None
+        m.group(1) for value in strings(raw) for m in ENV_REF.finditer(value) if m.group(2) is None
     }
     secret = credentials_example()
     assert set(secret["stringData"]) == without_default

@@ -14,10 +14,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from router.broker.topics import Topics
-from router.config import KafkaSettings, Workspace, validate_workspace
+from router.config import KafkaSettings, Workspace
 from router.delivery.agent import DeliveryAgent
 from router.gateway import Gateway
 from router.processor import Processor
+from router.workspace import validate_workspace
 from tests.kafka_helpers import consume
 
 KEY = "wk-e2e"

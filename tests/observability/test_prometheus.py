@@ -22,10 +22,11 @@ from prometheus_client import CollectorRegistry
 
 from router.broker.embedded import free_port
 from router.broker.topics import Topics
-from router.config import KafkaSettings, Workspace, validate_workspace
+from router.config import KafkaSettings, Workspace
 from router.delivery.agent import DeliveryAgent
 from router.ops.server import OpsServer
 from router.processor import Processor
+from router.workspace import validate_workspace
 from tests.delivery.sink import Sink
 from tests.kafka_helpers import produce
 
