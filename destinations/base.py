@@ -1,34 +1,69 @@
 """The destination plugin contract.
 
-A plugin is four small things (vector's sink layout): a pydantic settings model
+A plugin is a few small things (vector's sink layout): a pydantic settings model
 (``extra="forbid"``, ``SecretStr`` for credentials), an encoder (a batch of Segment events ->
-one :class:`PartnerRequest`), a sender (request -> :class:`PartnerResponse`, through the
-agent's shared :class:`~destinations.http.HttpClient`) and a health check. The delivery agent
-owns batching, concurrency, retries and accounting; a plugin never sleeps, retries or talks
-to Kafka.
+one or more requests), a sender (request -> response), a check of the response (which events
+the partner took) and a health check. The delivery lane owns batching, concurrency, rate
+limits, retries and accounting; a plugin never sleeps, retries or touches the router's
+topics.
+
+The contract is not HTTP-specific: a request is whatever the plugin sends (an HTTP request,
+records for another Kafka cluster, a file, a load into a database) as long as it says which
+of the batch's events it covers. HTTP partners subclass :class:`destinations.http.HttpDestination`,
+which supplies sending, status classification and descriptions.
+
+One attempt, as the lane runs it::
+
+    encoded = plugin.encode(events)           # requests, plus events that cannot be encoded
+    for request in encoded.requests:
+        response = await plugin.send(request)   # raises DestinationError for the whole request
+        rejected = plugin.check(request, response)  # raises for the whole request, or names
+                                                    # the events the partner refused in it
 
 Every failure is a :class:`DestinationError`. Its ``retriable`` class attribute decides what
-the agent does (retry topic or dead letters); ``reason`` is a short, bounded label used in
+the lane does (retry topic or dead letters); ``reason`` is a short, bounded label used in
 metrics and status records (``http_503``, ``timeout``, ``connection``, ``encode`` ...).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
 from destinations.redact import cut_body, redact_headers, redact_text, redact_url, secret_values
-from router.config import Destination
+from router.config import SECRETS, Destination, KafkaSettings
+from router.spec import EVENT_TYPES, Event
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from destinations.http import HttpClient
 
-Event = dict[str, Any]
+__all__ = ["CALL_TYPES", "Event"]
+
+#: Every Segment call type; a plugin narrows ``call_types`` to what its partner takes.
+CALL_TYPES: frozenset[str] = EVENT_TYPES
+
+
+class Request(Protocol):
+    """What every request type has: the positions of the events it carries.
+
+    ``covers`` holds positions in the ``events`` given to :meth:`DestinationPlugin.encode`;
+    empty means "every one of them" (the common single-request case).
+    """
+
+    @property
+    def covers(self) -> tuple[int, ...]: ...
+
+
 SettingsT = TypeVar("SettingsT", bound=BaseModel)
+RequestT = TypeVar("RequestT", bound=Request)
+ResponseT = TypeVar("ResponseT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +75,7 @@ class PartnerRequest:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     message_ids: tuple[str, ...] = ()
+    covers: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +110,8 @@ class DestinationError(Exception):
         message: str,
         *,
         reason: str | None = None,
-        request: PartnerRequest | None = None,
-        response: PartnerResponse | None = None,
+        request: Any = None,
+        response: Any = None,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
@@ -95,7 +131,7 @@ class RetryableError(DestinationError):
 
 
 class TransportError(RetryableError):
-    """No HTTP answer at all."""
+    """No answer at all."""
 
     reason = "connection"
 
@@ -134,6 +170,12 @@ class EncodeError(PermanentError):
     """The event cannot be expressed for this partner (missing field, too large ...)."""
 
     reason = "encode"
+
+
+class UnsupportedType(PermanentError):
+    """The destination does not take this call type (the processor normally filters these)."""
+
+    reason = "unsupported_type"
 
 
 class InvalidSettings(PermanentError):
@@ -188,27 +230,69 @@ def parse_settings(model: type[BaseModel], settings: Any, *, destination_id: str
     return model.model_validate(settings)
 
 
+# ---------------------------------------------------------------- what a plugin gets
+
+
+@dataclass(frozen=True, slots=True)
+class PluginContext:
+    """What the delivery agent lends every plugin it runs.
+
+    ``http``: the agent's one HTTP client (each destination's concurrency bounds its own
+    connections). ``kafka``: the router's own cluster settings, for plugins that write to
+    Kafka. ``state_dir``: a directory the plugin may keep files in (one per destination:
+    ``<state_dir>``). ``registry``: where a plugin with metrics of its own registers them.
+    """
+
+    http: HttpClient
+    kafka: KafkaSettings | None = None
+    state_dir: Path = field(default_factory=lambda: Path("./state"))
+    registry: CollectorRegistry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded(Generic[RequestT]):
+    """What :meth:`DestinationPlugin.encode` made of a batch.
+
+    ``failed``: positions of events that cannot be sent at all, with why (an
+    :class:`EncodeError`, an :class:`UnsupportedType`); they are dead-lettered alone and
+    the rest of the batch goes out.
+    """
+
+    requests: Sequence[RequestT]
+    failed: Mapping[int, DestinationError] = field(default_factory=dict)
+
+
 # ---------------------------------------------------------------- the plugin
 
 
-class DestinationPlugin(ABC, Generic[SettingsT]):
-    """One configured destination: settings, encoder, sender and health check.
+class DestinationPlugin(ABC, Generic[SettingsT, RequestT, ResponseT]):
+    """One configured destination: settings, encoder, sender, response check, health check.
 
-    Subclasses set ``settings_model`` and implement :meth:`encode`; the default
-    :meth:`send`, :meth:`check` and :meth:`health_check` use the shared HTTP plumbing.
-    ``type_name`` is set by :func:`destinations.registry.register`.
+    Subclasses set ``settings_model`` and implement :meth:`encode`, :meth:`send`,
+    :meth:`check` and the two descriptions. ``type_name`` is set by
+    :func:`destinations.registry.register`.
     """
 
     type_name: ClassVar[str] = ""
     settings_model: ClassVar[type[BaseModel]]
+    #: One line for ``router destinations``.
+    summary: ClassVar[str] = ""
+    #: Segment call types the partner takes; the processor filters the others out
+    #: (counted as ``unsupported_type``) so they never reach this destination's topic.
+    call_types: ClassVar[frozenset[str]] = CALL_TYPES
+    #: Events handed to one :meth:`encode` when ``delivery.batch_size`` is not set.
+    default_batch_size: ClassVar[int] = 1
+    #: Most events one :meth:`encode` may get (the partner's batch limit, or the most a
+    #: plugin splits into requests itself); larger ``delivery.batch_size`` is capped here.
+    max_batch_size: ClassVar[int] = 10_000
     #: The partner deduplicates on a key we send (the event's ``messageId``).
     accepts_idempotency_key: ClassVar[bool] = False
     #: Bytes of request/response bodies kept in dead letters and status records.
     detail_body_limit: ClassVar[int] = 8 * 1024
 
-    def __init__(self, destination: Destination, http: HttpClient) -> None:
+    def __init__(self, destination: Destination, context: PluginContext) -> None:
         self.destination = destination
-        self.http = http
+        self.context = context
         parsed = parse_settings(
             self.settings_model, destination.settings, destination_id=destination.id
         )
@@ -223,23 +307,73 @@ class DestinationPlugin(ABC, Generic[SettingsT]):
     def timeout(self) -> float:
         return self.destination.delivery.timeout
 
-    @abstractmethod
-    def encode(self, events: Sequence[Event]) -> PartnerRequest:
-        """Build one request for these events (same input, same bytes); raise EncodeError."""
+    @property
+    def batch_size(self) -> int:
+        """Events per :meth:`encode`: ``delivery.batch_size`` if set, else the plugin's default."""
+        options = self.destination.delivery
+        wanted = options.batch_size if "batch_size" in options.model_fields_set else None
+        return max(1, min(wanted or self.default_batch_size, self.max_batch_size))
 
-    async def send(self, request: PartnerRequest) -> PartnerResponse:
-        """Send through the agent's shared client; transport failures raise TransportError."""
-        return await self.http.send(request, time_limit=self.timeout)
+    @property
+    def flush_interval(self) -> float:
+        """Seconds a partial batch may wait for more events (``delivery.flush_interval``)."""
+        return self.destination.delivery.flush_interval
 
-    def check(self, request: PartnerRequest, response: PartnerResponse) -> None:
-        """Raise RetryableStatus or RejectedStatus unless the partner accepted the request."""
-        from destinations.http import raise_for_status  # http imports this module
+    def options_for(self, event: Event) -> Mapping[str, Any]:
+        """The event's options for this destination: ``integrations[<name>]`` when an object.
 
-        raise_for_status(request, response)
+        Segment's rule: a non-boolean value under the destination's display name enables it
+        and carries destination-specific options (``{"Mixpanel": {"apiSecret": ...}}``).
+        """
+        flags = event.get("integrations")
+        if isinstance(flags, dict):
+            options = flags.get(self.destination.name)
+            if isinstance(options, dict):
+                return options
+        return {}
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open what the plugin keeps open (a producer, a connection pool); may raise."""
+
+    async def stop(self) -> None:
+        """Flush and close what :meth:`start` opened; bounded by the caller."""
 
     async def health_check(self) -> tuple[bool, str]:
         """Can the partner be reached with these settings? Never raises."""
         return True, "no health check for this destination type"
+
+    # ------------------------------------------------------------ one attempt
+
+    @abstractmethod
+    def encode(self, events: Sequence[Event]) -> RequestT | Encoded[RequestT]:
+        """Requests for these events (same input, same bytes); never changes the events.
+
+        Return one request (covering all of them), or :class:`Encoded` for several requests
+        (by endpoint, by size limit) and for events that cannot be encoded. Raising
+        :class:`EncodeError` fails the whole batch; the lane then encodes its events one by
+        one to find the culprit, so prefer ``Encoded.failed``.
+        """
+
+    @abstractmethod
+    async def send(self, request: RequestT) -> ResponseT:
+        """Send one request; raise a :class:`DestinationError` when there was no answer."""
+
+    @abstractmethod
+    def check(self, request: RequestT, response: ResponseT) -> Mapping[int, DestinationError]:
+        """Raise when the partner refused the whole request; else the events it refused.
+
+        Keys are indexes into the request's events (into ``request.covers`` when it is set,
+        else into the batch), each with its own error, retriable or not: a partner that
+        reports per event (Mixpanel's ``failed_records``, Amplitude's throttled users) fails
+        only those events, and the rest count as delivered.
+        """
+
+    def status_of(self, response: ResponseT) -> int | None:
+        """The HTTP-like status of a response, for status records; None when there is none."""
+        status = getattr(response, "status", None)
+        return status if isinstance(status, int) else None
 
     # ------------------------------------------------------------ what people may read
 
@@ -247,37 +381,56 @@ class DestinationPlugin(ABC, Generic[SettingsT]):
         """Credential values from the settings, to be masked wherever they could appear."""
         return list(self._secrets)
 
-    def sensitive_headers(self) -> frozenset[str]:
-        """Header names (any case) whose values are credentials for this destination."""
-        return frozenset()
+    def _all_secrets(self) -> list[str]:
+        # Values the workspace took from the environment are masked as well: a URL written
+        # as ${HOOK_URL} may hold a token in its path that no rule could recognise.
+        env = SECRETS.values()
+        return self._secrets if not env else sorted({*self._secrets, *env}, key=len, reverse=True)
 
     def describe_text(self, text: str) -> str:
         """``text`` (an error message, a log line) with credential values masked."""
-        return redact_text(text, self._secrets)
+        return redact_text(text, self._all_secrets())
 
-    def describe_request(
-        self, request: PartnerRequest, *, limit: int | None = None
-    ) -> dict[str, Any]:
+    def describe_request(self, request: RequestT, *, limit: int | None = None) -> dict[str, Any]:
+        """The request for people (dead letters, status records), credentials masked."""
+        return {"request": self.describe_text(repr(request))[: limit or self.detail_body_limit]}
+
+    def describe_response(self, response: ResponseT, *, limit: int | None = None) -> dict[str, Any]:
+        """The answer for people, credentials masked."""
+        return {"response": self.describe_text(repr(response))[: limit or self.detail_body_limit]}
+
+    # Shared by the HTTP descriptions, and by plugins that describe HTTP-like parts.
+    def _describe_http_request(self, request: PartnerRequest, limit: int | None) -> dict[str, Any]:
         bound = self.detail_body_limit if limit is None else limit
-        body, truncated = cut_body(request.body, bound, self._secrets)
+        secrets = self._all_secrets()
+        body, truncated = cut_body(request.body, bound, secrets)
         return {
             "method": request.method,
-            "url": redact_url(request.url, self._secrets),
-            "headers": redact_headers(request.headers, self._secrets, self.sensitive_headers()),
+            "url": redact_url(request.url, secrets),
+            "headers": redact_headers(request.headers, secrets, self.sensitive_headers()),
             "body": body,
             "bodyBytes": len(request.body),
             "bodyTruncated": truncated,
         }
 
-    def describe_response(
-        self, response: PartnerResponse, *, limit: int | None = None
+    def _describe_http_response(
+        self, response: PartnerResponse, limit: int | None
     ) -> dict[str, Any]:
         bound = self.detail_body_limit if limit is None else limit
-        body, truncated = cut_body(response.body, bound, self._secrets)
+        secrets = self._all_secrets()
+        body, truncated = cut_body(response.body, bound, secrets)
         return {
             "status": response.status,
-            "headers": redact_headers(response.headers, self._secrets),
+            "headers": redact_headers(response.headers, secrets),
             "body": body,
             "bodyTruncated": truncated or response.body_truncated,
             "elapsed": round(response.elapsed, 6),
         }
+
+    def sensitive_headers(self) -> frozenset[str]:
+        """Header names (any case) whose values are credentials for this destination."""
+        return frozenset()
+
+
+#: A plugin of any settings, request and response types (what the lane and registry hold).
+AnyPlugin = DestinationPlugin[Any, Any, Any]

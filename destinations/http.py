@@ -12,22 +12,25 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from destinations.base import (
     ConnectionFailed,
+    DestinationError,
+    DestinationPlugin,
     InvalidSettings,
     PartnerRequest,
     PartnerResponse,
     RejectedStatus,
     RequestTimeout,
     RetryableStatus,
+    SettingsT,
 )
 from router import __version__
 
@@ -240,3 +243,36 @@ def _host(url: str) -> str:
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 200 else text[:200] + "..."
+
+
+class HttpDestination(DestinationPlugin[SettingsT, PartnerRequest, PartnerResponse]):
+    """A partner spoken to over HTTP: sending, status rules and descriptions are shared.
+
+    Subclasses implement :meth:`encode`; override :meth:`check` when the partner reports
+    errors inside a 2xx answer or per event (call :func:`raise_for_status` first).
+    """
+
+    @property
+    def http(self) -> HttpClient:
+        return self.context.http
+
+    async def send(self, request: PartnerRequest) -> PartnerResponse:
+        """Send through the agent's shared client; transport failures raise TransportError."""
+        return await self.http.send(request, time_limit=self.timeout)
+
+    def check(
+        self, request: PartnerRequest, response: PartnerResponse
+    ) -> Mapping[int, DestinationError]:
+        """Raise RetryableStatus or RejectedStatus unless the partner accepted the request."""
+        raise_for_status(request, response)
+        return {}
+
+    def describe_request(
+        self, request: PartnerRequest, *, limit: int | None = None
+    ) -> dict[str, Any]:
+        return self._describe_http_request(request, limit)
+
+    def describe_response(
+        self, response: PartnerResponse, *, limit: int | None = None
+    ) -> dict[str, Any]:
+        return self._describe_http_response(response, limit)

@@ -23,13 +23,13 @@ from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, TypeVar
 
-from destinations.base import DestinationPlugin, UnknownDestinationType
+from destinations.base import AnyPlugin, DestinationPlugin, UnknownDestinationType
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "event_router.destinations"
 
-PluginType = type[DestinationPlugin[Any]]
+PluginType = type[AnyPlugin]
 P = TypeVar("P", bound=PluginType)
 
 _plugins: dict[str, PluginType] = {}

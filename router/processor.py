@@ -22,6 +22,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import CollectorRegistry
 
+from destinations.base import CALL_TYPES
+from destinations.registry import get_plugin
 from router.broker.clients import BatchSender, make_consumer, make_producer
 from router.broker.topics import Topics, ensure_topics, topics_for
 from router.config import Workspace
@@ -32,6 +34,15 @@ from router.pipeline.pipeline import BatchResult, Pipeline
 from router.roles import RoleBase
 
 logger = logging.getLogger(__name__)
+
+
+def destination_call_types(workspace: Workspace) -> dict[str, frozenset[str]]:
+    """Per destination, the Segment call types its plugin takes (from the registry)."""
+    return {
+        dest.id: get_plugin(dest.type).call_types
+        for dest in workspace.destinations
+        if dest.enabled and get_plugin(dest.type).call_types != CALL_TYPES
+    }
 
 
 @dataclass(slots=True)
@@ -105,7 +116,9 @@ class Processor(RoleBase):
     async def start(self) -> None:
         kafka = self.workspace.kafka
         await ensure_topics(kafka, self.topics.for_workspace(self.workspace))
-        compiled = compile_workspace(self.workspace, self.topics)
+        compiled = compile_workspace(
+            self.workspace, self.topics, destination_call_types(self.workspace)
+        )
         producer = make_producer(kafka, role="processor")
         await producer.start()
         self._sender = BatchSender(producer)

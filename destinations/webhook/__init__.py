@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from destinations.base import DestinationPlugin, Event, PartnerRequest, PartnerResponse
-from destinations.http import HttpClient
+from destinations.base import Event, PartnerRequest, PartnerResponse, PluginContext
+from destinations.http import HttpDestination
 from destinations.registry import register
 from destinations.webhook.config import WebhookSettings
 from destinations.webhook.encoder import WebhookEncoder, sign
@@ -16,14 +16,15 @@ __all__ = ["WebhookDestination", "WebhookSettings", "sign"]
 
 
 @register("webhook")
-class WebhookDestination(DestinationPlugin[WebhookSettings]):
+class WebhookDestination(HttpDestination[WebhookSettings]):
     settings_model = WebhookSettings
+    summary = "POST each event (or a batch) as Segment JSON to a URL, optionally signed"
     accepts_idempotency_key = True
 
-    def __init__(self, destination: Destination, http: HttpClient) -> None:
-        super().__init__(destination, http)
-        self.encoder = WebhookEncoder(self.settings, batched=destination.delivery.batch_size > 1)
-        self.sender = WebhookSender(self.settings, http, timeout=self.timeout)
+    def __init__(self, destination: Destination, context: PluginContext) -> None:
+        super().__init__(destination, context)
+        self.encoder = WebhookEncoder(self.settings, batched=self.batch_size > 1)
+        self.sender = WebhookSender(self.settings, context.http, timeout=self.timeout)
 
     def encode(self, events: Sequence[Event]) -> PartnerRequest:
         return self.encoder.encode(events)

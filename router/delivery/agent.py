@@ -24,12 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
-from destinations.base import DestinationPlugin, InvalidSettings
+from destinations.base import AnyPlugin, InvalidSettings, PluginContext
 from destinations.http import HttpClient
 from destinations.registry import get_plugin
 from router.broker.clients import BatchSender, make_producer
@@ -78,17 +78,24 @@ class DeliveryAgent(RoleBase):
         self.consumer_options = dict(consumer_options or {})
         self.lanes: dict[str, DestinationLane] = {}
         self.http = HttpClient()
+        self.context = PluginContext(
+            http=self.http,
+            kafka=workspace.kafka,
+            state_dir=Path(workspace.processor.state_dir),
+            registry=registry,
+        )
         self._producer: AIOKafkaProducer | None = None
         self._checks: asyncio.Task[None] | None = None
         self._started = False
+        self._plugins: dict[str, AnyPlugin] = {}
 
-    def _build_plugins(self) -> dict[str, DestinationPlugin[Any]]:
+    def _build_plugins(self) -> dict[str, AnyPlugin]:
         """Build every destination's plugin; raises before anything touches Kafka."""
-        plugins: dict[str, DestinationPlugin[Any]] = {}
+        plugins: dict[str, AnyPlugin] = {}
         for dest in self.destinations:
             plugin_class = get_plugin(dest.type)
             try:
-                plugins[dest.id] = plugin_class(dest, self.http)
+                plugins[dest.id] = plugin_class(dest, self.context)
             except InvalidSettings as exc:
                 raise InvalidSettings(
                     f"destination {dest.id!r}: {exc.message}", exc.problems
@@ -110,6 +117,8 @@ class DeliveryAgent(RoleBase):
                     self.topics.dead_letter(dest.id),
                 ]
             await ensure_topics(self.kafka, names)
+            await asyncio.gather(*(plugin.start() for plugin in plugins.values()))
+            self._plugins = plugins
             producer = make_producer(self.kafka, role="deliver")
             await producer.start()
             self._producer = producer
@@ -143,7 +152,7 @@ class DeliveryAgent(RoleBase):
         checks = await asyncio.gather(*(lane.plugin.health_check() for lane in self.lanes.values()))
         return dict(zip(self.lanes, checks, strict=True))
 
-    async def _health_checks(self, plugins: Mapping[str, DestinationPlugin[Any]]) -> None:
+    async def _health_checks(self, plugins: Mapping[str, AnyPlugin]) -> None:
         """Tell operators early about a partner that cannot be reached (never blocks start)."""
         for dest_id, plugin in plugins.items():
             healthy, detail = await plugin.health_check()
@@ -173,6 +182,13 @@ class DeliveryAgent(RoleBase):
                     await producer.stop()
             except TimeoutError:
                 logger.warning("delivery producer did not stop in time")
+        plugins, self._plugins = self._plugins, {}
+        for dest_id, plugin in plugins.items():
+            try:
+                async with asyncio.timeout(max(0.5, deadline - loop.time())):
+                    await plugin.stop()
+            except Exception:
+                logger.exception("destination %s did not stop cleanly", dest_id)
         await self.http.close()
 
     def health(self) -> tuple[bool, str]:

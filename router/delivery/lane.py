@@ -36,7 +36,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
-from destinations.base import DestinationError, DestinationPlugin, Event, PartnerRequest
+from destinations.base import AnyPlugin, DestinationError, Encoded, Event
 from router.broker.clients import BatchSender, OutRecord, make_consumer
 from router.broker.topics import Topics
 from router.config import Destination, KafkaSettings
@@ -84,10 +84,11 @@ def _decode(value: bytes | None) -> Event | None:
     return decoded if isinstance(decoded, dict) else None
 
 
-def _request_result(exc: DestinationError) -> str:
+def _request_result(exc: DestinationError, plugin: AnyPlugin) -> str:
     """Bounded label for ``requests_total``: 4xx / 5xx / timeout / connection / other."""
-    if exc.response is not None:
-        return f"{exc.response.status // 100}xx"
+    status = plugin.status_of(exc.response) if exc.response is not None else None
+    if status is not None:
+        return f"{status // 100}xx"
     return exc.reason if exc.reason in ("timeout", "connection") else "other"
 
 
@@ -108,7 +109,7 @@ class DestinationLane:
     def __init__(
         self,
         destination: Destination,
-        plugin: DestinationPlugin[Any],
+        plugin: AnyPlugin,
         *,
         kafka: KafkaSettings,
         topics: Topics,
@@ -536,7 +537,7 @@ class DestinationLane:
     async def _send(self, items: list[InFlight]) -> list[Outcome]:
         events = [cast(Event, item.event) for item in items]
         try:
-            request = self.plugin.encode(events)
+            encoded = self.plugin.encode(events)
         except DestinationError as exc:
             if len(items) > 1:
                 # Find the event(s) the partner cannot take; the others still go out.
@@ -549,15 +550,29 @@ class DestinationLane:
             logger.exception("%s: the %s encoder failed", self.id, self.plugin.type_name)
             failure = Failure("plugin_error", f"{type(exc).__name__} in encode: {exc}", False)
             return [self._failed(item, failure, time.time()) for item in items]
+        if not isinstance(encoded, Encoded):
+            encoded = Encoded([encoded])
+        now = time.time()
+        outcomes = [
+            self._failed(items[position], self._failure(exc, None), now)
+            for position, exc in encoded.failed.items()
+        ]
+        rest = [i for i in range(len(items)) if i not in encoded.failed]
+        for request in encoded.requests:
+            covers = getattr(request, "covers", ()) or rest
+            outcomes.extend(await self._request(request, [items[i] for i in covers]))
+        return outcomes
 
+    async def _request(self, request: Any, items: list[InFlight]) -> list[Outcome]:
+        """Send one request for ``items`` and decide each one's outcome."""
         await self.limiter.acquire()
         started = time.monotonic()
         try:
             response = await self.plugin.send(request)
-            self.plugin.check(request, response)
+            rejected = self.plugin.check(request, response)
         except DestinationError as exc:
             duration = time.monotonic() - started
-            self.metrics.on_request(self.id, _request_result(exc), duration)
+            self.metrics.on_request(self.id, _request_result(exc, self.plugin), duration)
             if exc.retriable and exc.retry_after and exc.response is not None:
                 self.limiter.hold(min(exc.retry_after, HOLD_CAP))
             failure = self._failure(exc, request)
@@ -575,9 +590,18 @@ class DestinationLane:
         duration = time.monotonic() - started
         self.metrics.on_request(self.id, "2xx", duration)
         now = time.time()
+        status = self.plugin.status_of(response)
         outcomes = []
-        for item, event in zip(items, events, strict=True):
-            received = received_at_seconds(event)
+        failures: dict[int, Failure] = {}
+        for index, item in enumerate(items):
+            refused = rejected.get(index) if rejected else None
+            if refused is not None:
+                known = failures.get(id(refused))
+                if known is None:
+                    known = failures[id(refused)] = self._failure(refused, request, response)
+                outcomes.append(self._failed(item, known, now, duration))
+                continue
+            received = received_at_seconds(cast(Event, item.event))
             outcomes.append(
                 Outcome(
                     item,
@@ -586,16 +610,16 @@ class DestinationLane:
                     attempt=item.attempt + 1,
                     latency=None if received is None else max(0.0, now - received),
                     duration=duration,
-                    status=response.status,
+                    status=status,
                     first_failure=item.first_failure,
                 )
             )
         return outcomes
 
-    def _failure(self, exc: DestinationError, request: PartnerRequest | None) -> Failure:
+    def _failure(self, exc: DestinationError, request: Any = None, response: Any = None) -> Failure:
         sent = exc.request or request
         plugin = self.plugin
-        response = exc.response
+        response = exc.response if exc.response is not None else response
         summary = {
             "request": plugin.describe_request(sent, limit=STATUS_BODY_LIMIT) if sent else None,
             "response": (
@@ -607,7 +631,7 @@ class DestinationLane:
             message=plugin.describe_text(exc.message),
             retriable=exc.retriable,
             retry_after=exc.retry_after,
-            status=response.status if response is not None else None,
+            status=plugin.status_of(response) if response is not None else None,
             request=plugin.describe_request(sent) if sent is not None else None,
             response=plugin.describe_response(response) if response is not None else None,
             summary=summary,

@@ -28,10 +28,12 @@ from router.pipeline.records import Envelope, Rejection
 
 logger = logging.getLogger(__name__)
 
-# (slot, destination, topic, partition count or None, filter or None, transform or None)
+# (slot, destination, call types taken or None for all, topic, partition count or None,
+#  filter or None, transform or None)
 _Route: TypeAlias = tuple[
     int,
     CompiledDestination,
+    frozenset[str] | None,
     str,
     int | None,
     Callable[[dict[str, Any]], dict[str, Any] | str] | None,
@@ -141,6 +143,7 @@ class Pipeline:
                     (
                         len(route_ids),
                         dest,
+                        dest.call_types,
                         dest.topic,
                         counts.get(dest.topic) or None,
                         None if dest.filter.empty else dest.filter.apply,
@@ -221,7 +224,11 @@ class Pipeline:
                     hashed = self._hash(key)
             flags = event.get("integrations")
             shared_bytes: bytes | None = None
-            for slot, dest, topic, count, apply_filter, transform in table:
+            kind = event["type"]
+            for slot, dest, types, topic, count, apply_filter, transform in table:
+                if types is not None and kind not in types:
+                    dropped[(dest.id, "unsupported_type")] += 1
+                    continue
                 if flags and not is_enabled(flags, dest.name, warehouse=dest.warehouse):
                     dropped[(dest.id, "integrations")] += 1
                     continue

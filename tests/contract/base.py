@@ -7,9 +7,13 @@
         secrets = ["k-123456789"]
 
 The subclass gets every test below for free: settings validation (by path, never echoing a
-value), credentials held as ``SecretStr`` and masked in anything a person reads, encoding
-that is deterministic and leaves events untouched, batching, the idempotency key, and the
-classification of partner statuses (retry versus dead letter, ``Retry-After``).
+value), credentials held as ``SecretStr`` and masked in anything a person reads, every call
+type either encoded or declared unsupported, encoding that is deterministic and leaves events
+untouched, batching within the plugin's limits, the idempotency key, and (for HTTP partners)
+the classification of partner statuses (retry versus dead letter, ``Retry-After``).
+
+Destinations that are not HTTP partners set ``http = False``; the status tests then skip,
+and the destination's own tests cover what its writes answer.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from typing import Any, ClassVar
 import pytest
 
 from destinations.base import (
-    DestinationPlugin,
+    AnyPlugin,
+    DestinationError,
+    Encoded,
     Event,
     PartnerRequest,
     PartnerResponse,
     PermanentError,
+    PluginContext,
     RetryableError,
 )
 from destinations.http import HttpClient
@@ -119,35 +126,57 @@ class DestinationContract:
     #: Batch sizes the destination supports (``delivery.batch_size``).
     batch_sizes: ClassVar[tuple[int, ...]] = (1,)
     statuses: ClassVar[dict[int, bool | None]] = STATUSES
+    #: An HTTP partner: its answers are HTTP statuses and the status tests apply.
+    http: ClassVar[bool] = True
 
     # ------------------------------------------------------------ helpers
 
     def make_plugin(
-        self, *, batch_size: int = 1, settings: dict[str, Any] | None = None
-    ) -> DestinationPlugin[Any]:
-        destination = Destination.model_validate(
-            {
-                "id": "contract",
-                "name": "Contract",
-                "type": self.type_name,
-                "sources": ["web"],
-                "settings": self.valid_settings if settings is None else settings,
-                "delivery": {"batch_size": batch_size},
-            }
-        )
+        self, *, batch_size: int | None = None, settings: dict[str, Any] | None = None
+    ) -> AnyPlugin:
+        data: dict[str, Any] = {
+            "id": "contract",
+            "name": "Contract",
+            "type": self.type_name,
+            "sources": ["web"],
+            "settings": self.valid_settings if settings is None else settings,
+        }
+        if batch_size is not None:
+            data["delivery"] = {"batch_size": batch_size}
+        destination = Destination.model_validate(data)
         # Encoding, classification and description never touch the network.
-        return get_plugin(self.type_name)(destination, HttpClient())
+        return get_plugin(self.type_name)(destination, PluginContext(http=HttpClient()))
 
     def events(self) -> list[Event]:
+        """One event of every call type the plugin takes."""
         return sample_events()
+
+    def supported_events(self, plugin: AnyPlugin) -> list[Event]:
+        return [e for e in self.events() if e["type"] in plugin.call_types]
+
+    @staticmethod
+    def encoded(plugin: AnyPlugin, events: Sequence[Event]) -> Encoded[Any]:
+        result = plugin.encode(events)
+        return result if isinstance(result, Encoded) else Encoded([result])
+
+    @staticmethod
+    def covered(request: Any, encoded: Encoded[Any], count: int) -> tuple[int, ...]:
+        covers = getattr(request, "covers", ())
+        return tuple(covers) or tuple(i for i in range(count) if i not in encoded.failed)
+
+    def first_request(self, plugin: AnyPlugin) -> Any:
+        events = self.supported_events(plugin)[:1]
+        encoded = self.encoded(plugin, events)
+        assert encoded.requests, "the first supported event must encode"
+        return encoded.requests[0]
 
     def response(
         self, status: int, headers: Sequence[tuple[str, str]] = (), body: bytes = b"{}"
     ) -> PartnerResponse:
         return PartnerResponse(status=status, headers=tuple(headers), body=body, elapsed=0.01)
 
-    def encode_each(self, plugin: DestinationPlugin[Any]) -> list[PartnerRequest]:
-        return [plugin.encode([event]) for event in self.events()]
+    def encode_each(self, plugin: AnyPlugin) -> list[Encoded[Any]]:
+        return [self.encoded(plugin, [event]) for event in self.supported_events(plugin)]
 
     # ------------------------------------------------------------ settings
 
@@ -186,50 +215,73 @@ class DestinationContract:
 
     # ------------------------------------------------------------ encoding
 
+    def test_every_call_type_encodes_or_is_declared_unsupported(self) -> None:
+        plugin = self.make_plugin()
+        assert plugin.call_types, "a destination takes at least one call type"
+        for event in self.events():
+            if event["type"] not in plugin.call_types:
+                continue
+            encoded = self.encoded(plugin, [event])
+            assert not encoded.failed, f"{event['type']}: {dict(encoded.failed)}"
+            assert encoded.requests, f"{event['type']} encodes to no request"
+
     def test_encode_is_deterministic(self) -> None:
         first = self.encode_each(self.make_plugin())
         again = self.encode_each(self.make_plugin())
         assert first == again
 
     def test_encode_leaves_events_untouched(self) -> None:
-        events = self.events()
-        before = copy.deepcopy(events)
         plugin = self.make_plugin()
+        events = self.supported_events(plugin)
+        before = copy.deepcopy(events)
         for event in events:
             plugin.encode([event])
+        plugin.encode(events[: plugin.batch_size])
         assert events == before
 
-    def test_encode_names_its_events(self) -> None:
-        plugin = self.make_plugin()
-        for event, request in zip(self.events(), self.encode_each(plugin), strict=True):
-            assert request.message_ids == (event["messageId"],)
+    def test_requests_cover_every_event_once(self) -> None:
+        plugin = self.make_plugin(batch_size=plugin_batch(self))
+        events = self.supported_events(plugin)
+        events = (events * plugin.batch_size)[: plugin.batch_size]
+        events = [{**e, "messageId": f"m-{i}"} for i, e in enumerate(events)]
+        encoded = self.encoded(plugin, events)
+        seen: list[int] = list(encoded.failed)
+        for request in encoded.requests:
+            seen.extend(self.covered(request, encoded, len(events)))
+        assert sorted(seen) == list(range(len(events)))
 
-    def test_batches(self) -> None:
+    def test_batches_within_limits(self) -> None:
+        plugin = self.make_plugin(batch_size=10_000 if self.batch_sizes != (1,) else 1)
+        assert 1 <= plugin.batch_size <= plugin.max_batch_size
         for size in self.batch_sizes:
             if size == 1:
                 continue
             plugin = self.make_plugin(batch_size=size)
-            events = (self.events() * size)[:size]
-            request = plugin.encode(events)
-            assert request.message_ids == tuple(e["messageId"] for e in events)
-            assert plugin.encode(events) == request
+            events = (self.supported_events(plugin) * size)[: plugin.batch_size]
+            assert self.encoded(plugin, events) == self.encoded(plugin, events)
 
     def test_idempotency_key(self) -> None:
         plugin = self.make_plugin()
         if not plugin.accepts_idempotency_key:
             pytest.skip("the partner takes no idempotency key")
-        for event, request in zip(self.events(), self.encode_each(plugin), strict=True):
+        for event, encoded in zip(
+            self.supported_events(plugin), self.encode_each(plugin), strict=True
+        ):
+            request = encoded.requests[0]
+            assert isinstance(request, PartnerRequest)
             assert event["messageId"] in [value for _, value in request.headers]
 
     # ------------------------------------------------------------ partner answers
 
     def test_status_classification(self) -> None:
+        if not self.http:
+            pytest.skip("not an HTTP partner")
         plugin = self.make_plugin()
-        request = plugin.encode(self.events()[:1])
+        request = self.first_request(plugin)
         for status, retriable in self.statuses.items():
             response = self.response(status)
             if retriable is None:
-                plugin.check(request, response)
+                assert not plugin.check(request, response)
                 continue
             expected = RetryableError if retriable else PermanentError
             with pytest.raises(expected) as caught:
@@ -238,8 +290,10 @@ class DestinationContract:
             assert caught.value.response is response
 
     def test_retry_after_honoured(self) -> None:
+        if not self.http:
+            pytest.skip("not an HTTP partner")
         plugin = self.make_plugin()
-        request = plugin.encode(self.events()[:1])
+        request = self.first_request(plugin)
         with pytest.raises(RetryableError) as caught:
             plugin.check(request, self.response(429, [("Retry-After", "7")]))
         assert caught.value.retry_after == 7.0
@@ -251,7 +305,7 @@ class DestinationContract:
 
     def test_descriptions_hide_credentials(self) -> None:
         plugin = self.make_plugin()
-        request = plugin.encode(self.events()[:1])
+        request = self.first_request(plugin)
         echoed = ("|".join(self.secrets)).encode()
         response = self.response(
             401, [("Set-Cookie", "session=abc123456")], body=b"bad key " + echoed
@@ -260,3 +314,12 @@ class DestinationContract:
         for secret in self.secrets:
             assert secret not in shown
         assert "abc123456" not in shown
+
+
+def plugin_batch(contract: DestinationContract) -> int | None:
+    """The largest batch size the contract declares (None: the plugin's default)."""
+    sizes = [size for size in contract.batch_sizes if size > 1]
+    return max(sizes) if sizes else None
+
+
+__all__ = ["MARKER", "STATUSES", "DestinationContract", "DestinationError", "sample_events"]

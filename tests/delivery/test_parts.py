@@ -8,7 +8,7 @@ import orjson
 import pytest
 from aiokafka.structs import TopicPartition
 
-from destinations.base import PartnerRequest, PartnerResponse
+from destinations.base import PartnerRequest, PartnerResponse, PluginContext
 from destinations.http import HttpClient
 from destinations.webhook import WebhookDestination
 from router.config import DeliveryOptions, Destination
@@ -171,7 +171,7 @@ def webhook() -> WebhookDestination:
             },
         }
     )
-    return WebhookDestination(destination, HttpClient())
+    return WebhookDestination(destination, PluginContext(http=HttpClient()))
 
 
 def test_dead_letter_has_event_request_and_response_without_credentials() -> None:

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import orjson
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from destinations.base import DestinationPlugin, Event, PartnerRequest
+from destinations.base import Event, PartnerRequest
+from destinations.http import HttpDestination
 
 
 class AcmeSettings(BaseModel):
@@ -15,7 +16,7 @@ class AcmeSettings(BaseModel):
     api_key: SecretStr
 
 
-class AcmeDestination(DestinationPlugin[AcmeSettings]):
+class AcmeDestination(HttpDestination[AcmeSettings]):
     settings_model = AcmeSettings
 
     def encode(self, events: Sequence[Event]) -> PartnerRequest:

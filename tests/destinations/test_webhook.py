@@ -10,6 +10,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from destinations.base import PluginContext
 from destinations.http import HttpClient
 from destinations.webhook import WebhookDestination, WebhookSettings
 from destinations.webhook.encoder import batch_idempotency_key, sign
@@ -32,7 +33,7 @@ def plugin(
             "delivery": {"batch_size": batch_size, "timeout": "2s"},
         }
     )
-    return WebhookDestination(destination, http or HttpClient())
+    return WebhookDestination(destination, PluginContext(http=http or HttpClient()))
 
 
 def events(n: int) -> list[dict[str, Any]]:

@@ -42,7 +42,6 @@ from router.config import (
     SetValues,
     Source,
     Workspace,
-    validate_workspace,
 )
 from router.pipeline import integrations
 from router.pipeline.compile import compile_middleware, compile_workspace
@@ -51,6 +50,7 @@ from router.pipeline.dedup import Deduplicator
 from router.pipeline.filters import sample_point
 from router.pipeline.paths import Editor, delete_in_place, get_path, update_in_place
 from router.pipeline.pipeline import Pipeline
+from router.workspace import validate_workspace
 
 WRITE_KEY = "wk"
 PARTITIONS = 3
@@ -461,3 +461,23 @@ def test_garbage_collector_is_paused_during_a_batch(
     pipeline.pause_gc = False
     pipeline.process(records(3, seed=4))
     assert seen == [False, gc.isenabled()]
+
+
+def test_call_types_a_destination_does_not_take_are_filtered_and_counted(
+    tmp_path: Path,
+) -> None:
+    ws = workspace(tmp_path)
+    topics = Topics()
+    first = ws.destinations[0].id
+    compiled = compile_workspace(ws, topics, {first: frozenset({"identify"})})
+    counts = {topics.destination(d): PARTITIONS for d in compiled.destinations}
+    pipeline = Pipeline(compiled, topics, None, counts)
+    batch = records(300)
+    result = pipeline.process(batch)
+    kinds = Counter(
+        orjson.loads(out.value)["type"]
+        for out in result.outputs
+        if out.topic == topics.destination(first)
+    )
+    assert set(kinds) == {"identify"}
+    assert result.stats.dropped[(first, "unsupported_type")] > 0
