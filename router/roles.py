@@ -23,6 +23,13 @@ class Role(Protocol):
     def health(self) -> tuple[bool, str]:
         """Liveness: False when the role stopped making progress (not merely when it is idle)."""
 
+    def failure(self) -> str | None:
+        """Why the role stopped working for good (its loop ended unexpectedly), else None.
+
+        The process hosting the role reports this at once, answers ``/readyz`` with 503 and
+        exits non-zero, so the orchestrator restarts it rather than leaving it half alive.
+        """
+
 
 class RoleBase:
     """Async context manager plumbing for roles: ``async with Role(...) as role``."""
@@ -34,6 +41,9 @@ class RoleBase:
 
     async def stop(self) -> None:
         raise NotImplementedError
+
+    def failure(self) -> str | None:
+        return None
 
     async def __aenter__(self) -> Self:
         await self.start()
