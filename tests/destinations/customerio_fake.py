@@ -14,8 +14,9 @@ What it checks, as the reference states it:
   answered 200 ``{}`` or 400 ``{"meta": {"error": ...}}``;
 - ``GET /api/v1/accounts/region``: the account's region for valid credentials.
 
-``throttle(n)`` answers the next n calls 429 (the fair-use limit); every violation of the
-reference that a 4xx would not show is kept in ``problems`` so a test can assert there are none.
+``throttle(n)`` answers the next n data (POST) calls 429 (the fair-use limit); every violation
+of the reference that a 4xx would not show is kept in ``problems`` so a test can assert there
+are none.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class FakeCustomerIO:
         expected = base64.b64encode(f"{self.site_id}:{self.api_key}".encode()).decode()
         if request.headers.get("Authorization") != f"Basic {expected}":
             return body, web.Response(status=401)
-        if self.throttled > 0:
+        if self.throttled > 0 and request.method == "POST":  # data calls, not the region check
             self.throttled -= 1
             headers = {"Retry-After": self.retry_after} if self.retry_after else {}
             return body, web.json_response(
