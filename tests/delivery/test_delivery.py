@@ -65,12 +65,14 @@ async def test_delivers_every_event_signed_and_commits(kafka_ns: KafkaSettings, 
         digest = hmac.new(SECRET.encode(), request.body, hashlib.sha256).hexdigest()
         assert request.headers["X-Signature"] == f"sha256={digest}"
         assert orjson.loads(request.body)["messageId"] == message_id
+    # One status record per request (unbatched: per event), each naming its events.
     statuses = values(await consume(kafka_ns, topics.status, expect=30, settle=0.3))
-    assert sorted(s["messageId"] for s in statuses) == sorted(e["messageId"] for e in produced)
-    assert {(s["outcome"], s["destination"], s["sourceId"], s["status"]) for s in statuses} == {
-        ("delivered", "hook", "web", 200)
+    covered = [m for s in statuses for m in s["messageIds"]]
+    assert sorted(covered) == sorted(e["messageId"] for e in produced)
+    assert {(s["outcome"], s["destination"], s["status"], s["count"]) for s in statuses} == {
+        ("delivered", "hook", 200, 1)
     }
-    assert all(s["latency"] is not None and s["latency"] >= 0 for s in statuses)
+    assert all(s["latencyMs"][0] is not None and s["latencyMs"][0] >= 0 for s in statuses)
 
 
 async def test_batches_split_around_events_that_cannot_be_encoded(
@@ -282,7 +284,7 @@ async def test_not_due_retries_wait_without_blocking_fresh_events(
             what="late events delivered once due",
         )
         # Paused, not polled in a loop: a retry partition is deferred about once per wait.
-        assert 1 <= lane.deferrals <= 3 * kafka_ns.partitions
+        assert 1 <= lane.fetcher.deferrals <= 3 * kafka_ns.partitions
     for message in late:
         first, second = sink.requests_for(message["messageId"])[:2]
         assert second.at - first.at >= 2.9
@@ -383,12 +385,12 @@ async def test_metrics_of_a_known_run(kafka_ns: KafkaSettings, sink: Sink) -> No
         # Liveness: healthy while idle; unhealthy once work waits and nothing finishes.
         lane = agent.lanes["hook"]
         assert agent.health() == (True, "hook: lag 0, 0 in flight")
-        lane.lag = 5
+        lane.fetcher.lag = 5
         assert agent.health()[0]  # lag with recent progress is not a stall
         lane._last_progress -= lane.stall_after + 1
         healthy, detail = agent.health()
         assert not healthy and "no outcome for" in detail and "lag 5" in detail
-        lane.lag = 0
+        lane.fetcher.lag = 0
         assert agent.health()[0]  # idle (no lag, nothing in flight) is never a stall
 
     def metric(name: str, **labels: str) -> float:
@@ -417,7 +419,7 @@ async def test_metrics_of_a_known_run(kafka_ns: KafkaSettings, sink: Sink) -> No
         s["error"]["response"]["status"] in (503, 429) and s["dueAt"] for s in retry_statuses
     )
     delivered_after_retry = [
-        s for s in statuses if s["outcome"] == "delivered" and s["attempt"] == 2
+        s for s in statuses if s["outcome"] == "delivered" and s["attempts"] == [2]
     ]
     assert len(delivered_after_retry) == 4
 
