@@ -191,6 +191,14 @@ class DeliveryAgent(RoleBase):
                 logger.exception("destination %s did not stop cleanly", dest_id)
         await self.http.close()
 
+    def failure(self) -> str | None:
+        """The first lane that stopped delivering for good, if any."""
+        for lane in self.lanes.values():
+            reason = lane.failure()
+            if reason:
+                return reason
+        return None
+
     def health(self) -> tuple[bool, str]:
         if not self.lanes:
             return True, "starting"

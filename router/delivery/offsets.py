@@ -55,6 +55,10 @@ class OffsetTracker:
         """Record that ``offset`` was taken (offsets of a partition arrive in increasing order)."""
         self._parts[tp].order.append(offset)
 
+    def add_many(self, tp: TopicPartition, offsets: list[int]) -> None:
+        """:meth:`add` for a poll's offsets of one partition (increasing)."""
+        self._parts[tp].order.extend(offsets)
+
     def finish(self, tp: TopicPartition, offset: int, epoch: int) -> None:
         part = self._parts.get(tp)
         if part is None or part.epoch != epoch:
