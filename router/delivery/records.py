@@ -308,7 +308,7 @@ def status_record(
         "at": iso(settled.at),
         "dueAt": iso(min(settled.dues)) if settled.dues else None,
         "count": len(items),
-        "messageIds": [item.message_id for item in items],
+        "messageIds": [_message_id(item.event) for item in items],
         "attempts": [item.attempt + 1 for item in items],
         "latencyMs": (
             None
@@ -331,6 +331,14 @@ def status_record(
 
 
 _NULL_ERROR: Final = b"null}"
+
+
+def _message_id(event: Event | None) -> str | None:
+    """:attr:`InFlight.message_id`, inline for the one-per-event list of a status record."""
+    if event is None:
+        return None
+    value = event.get("messageId")
+    return value if type(value) is str and value else None
 
 
 def status_error_json(failure: Failure, event: Event | None) -> bytes:
