@@ -173,17 +173,28 @@ class Fetcher:
 
     def finish(self, items: Sequence[InFlight]) -> None:
         """These events' outcomes are durable: their offsets may be committed."""
-        finish = self.tracker.finish
-        partitions: dict[tuple[str, int], TopicPartition] = {}
+        by_partition: dict[tuple[str, int, int], list[int]] = {}
         for item in items:
-            where = (item.topic, item.partition)
-            tp = partitions.get(where)
-            if tp is None:
-                tp = partitions[where] = TopicPartition(item.topic, item.partition)
-            finish(tp, item.offset, item.epoch)
+            where = (item.topic, item.partition, item.epoch)
+            offsets = by_partition.get(where)
+            if offsets is None:
+                by_partition[where] = [item.offset]
+            else:
+                offsets.append(item.offset)
+        for (topic, partition, epoch), offsets in by_partition.items():
+            self.tracker.finish_many(TopicPartition(topic, partition), offsets, epoch)
 
-    def owns(self, item: InFlight) -> bool:
-        return self.tracker.owns(TopicPartition(item.topic, item.partition), item.epoch)
+    def still_owned(self, items: list[InFlight]) -> list[InFlight]:
+        """The items whose partition is still assigned as when they were taken."""
+        owned: dict[tuple[str, int, int], bool] = {}  # one lookup per partition, not per event
+        owns = self.tracker.owns
+        for item in items:
+            where = (item.topic, item.partition, item.epoch)
+            if where not in owned:
+                owned[where] = owns(TopicPartition(item.topic, item.partition), item.epoch)
+        if all(owned.values()):
+            return items
+        return [item for item in items if owned[(item.topic, item.partition, item.epoch)]]
 
     def release(self, count: int) -> None:
         """``count`` events left the lane (finished, or given up to the next owner)."""

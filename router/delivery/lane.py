@@ -27,7 +27,14 @@ import time
 from collections.abc import Mapping
 from typing import Any, cast
 
-from destinations.base import CALL_TYPES, AnyPlugin, DestinationError, Encoded, Event
+from destinations.base import (
+    CALL_TYPES,
+    AnyPlugin,
+    DestinationError,
+    Encoded,
+    Event,
+    EventBatch,
+)
 from router.broker.clients import BatchSender, OutRecord
 from router.broker.topics import Topics
 from router.config import Destination, KafkaSettings
@@ -296,8 +303,7 @@ class DestinationLane:
                 self.queue.task_done()
 
     async def _handle(self, batch: list[InFlight]) -> None:
-        owns = self.fetcher.owns
-        live = [item for item in batch if owns(item)] if batch else batch
+        live = self.fetcher.still_owned(batch)
         if len(live) < len(batch):
             self._release(len(batch) - len(live))  # revoked meanwhile: the new owner has them
         if not live:
@@ -369,7 +375,7 @@ class DestinationLane:
         )
 
     async def _send(self, items: list[InFlight]) -> list[Settled]:
-        events = [cast(Event, item.event) for item in items]
+        events = EventBatch([cast(Event, item.event) for item in items], [i.raw for i in items])
         try:
             encoded = self.plugin.encode(events)
         except DestinationError as exc:

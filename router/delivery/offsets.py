@@ -70,6 +70,21 @@ class OffsetTracker:
             part.done.discard(first)
             part.position = first + 1
 
+    def finish_many(self, tp: TopicPartition, offsets: list[int], epoch: int) -> None:
+        """:meth:`finish` for several offsets of one partition."""
+        part = self._parts.get(tp)
+        if part is None or part.epoch != epoch:
+            return
+        done = part.done
+        done.update(offsets)
+        order = part.order
+        last = None
+        while order and order[0] in done:
+            last = order.popleft()
+            done.discard(last)
+        if last is not None:
+            part.position = last + 1
+
     def pending(self, partitions: Iterable[TopicPartition] | None = None) -> int:
         chosen = self._parts if partitions is None else partitions
         total = 0

@@ -57,6 +57,7 @@ delivery at a fifth of a bare HTTP loop's speed; per request the cost is shared 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -308,7 +309,7 @@ def status_record(
         "at": iso(settled.at),
         "dueAt": iso(min(settled.dues)) if settled.dues else None,
         "count": len(items),
-        "messageIds": [item.message_id for item in items],
+        "messageIds": [_message_id(item.event) for item in items],
         "attempts": [item.attempt + 1 for item in items],
         "latencyMs": (
             None
@@ -325,12 +326,26 @@ def status_record(
         # "error" is the last key: splice the serialized object in place of its null.
         value = value[: -len(_NULL_ERROR)] + error_json + b"}"
     key = destination.encode()
-    partition = None if partitions is None else key_partition(key, partitions)
+    partition = None if partitions is None else _status_partition(key, partitions)
     headers = (("destination", key), ("outcome", settled.kind.encode()))
     return OutRecord(topic, key, value, headers, partition)
 
 
 _NULL_ERROR: Final = b"null}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _status_partition(key: bytes, partitions: int) -> int:
+    """A destination's status partition: its key never changes, so hash it once."""
+    return key_partition(key, partitions)
+
+
+def _message_id(event: Event | None) -> str | None:
+    """:attr:`InFlight.message_id`, inline for the one-per-event list of a status record."""
+    if event is None:
+        return None
+    value = event.get("messageId")
+    return value if type(value) is str and value else None
 
 
 def status_error_json(failure: Failure, event: Event | None) -> bytes:

@@ -51,6 +51,24 @@ def test_offsets_commit_only_the_finished_prefix() -> None:
     assert tracker.committable() == {TP: 14} and tracker.pending() == 0
 
 
+def test_offsets_finish_many_is_finish_for_each() -> None:
+    rng = random.Random(2)
+    for _ in range(200):
+        one, many = OffsetTracker(), OffsetTracker()
+        for tracker in (one, many):
+            tracker.assign([TP])
+            tracker.add_many(TP, list(range(100, 130)))
+        offsets = list(range(100, 130))
+        rng.shuffle(offsets)
+        chunks = [offsets[i : i + rng.randint(1, 6)] for i in range(0, 30, 6)]
+        for chunk in chunks:
+            for offset in chunk:
+                one.finish(TP, offset, one.epoch(TP) or 0)
+            many.finish_many(TP, chunk, many.epoch(TP) or 0)
+            assert one.committable() == many.committable()
+            assert one.pending() == many.pending()
+
+
 def test_offsets_ignore_work_from_a_previous_assignment() -> None:
     tracker = OffsetTracker()
     tracker.assign([TP])
