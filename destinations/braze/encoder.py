@@ -275,7 +275,11 @@ class BrazeEncoder:
         for key, value in traits.items():
             standard = STANDARD_TRAITS.get(key)
             if standard == "gender":
-                item["gender"] = _GENDERS.get(str(value).strip().lower()) if value else None
+                # null clears Braze's gender; a value Braze has no code for is left out rather
+                # than sent as null, which would clear what Braze already knows.
+                gender = None if value is None else _GENDERS.get(str(value).strip().lower())
+                if value is None or gender is not None:
+                    item["gender"] = gender
             elif standard == "dob":
                 item["dob"] = _date(value) or value
             elif standard is not None:

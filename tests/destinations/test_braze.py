@@ -151,6 +151,11 @@ async def test_identify_track_orders_and_groups_land_as_braze_documents_them(
         "properties": {"name": "Monitor", "order_id": "o-2"},
     }
     assert keyboard["product_id"] == "kb-9" and "quantity" not in keyboard
+    # A gender Braze has no code for is left out (null would clear the stored one).
+    await deliver(destination, [ev("identify", 7, userId="u1", traits={"gender": "agender"})])
+    assert braze.users["u1"]["gender"] == "F"
+    await deliver(destination, [ev("identify", 8, userId="u1", traits={"gender": None})])
+    assert braze.users["u1"]["gender"] is None
     # An order whose products lack prices is a custom event, never an invented revenue.
     await deliver(destination, [order(6, "u1", [{"sku": "x"}])])
     assert braze.events[-1]["name"] == "Order Completed"
