@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -37,6 +37,16 @@ class Topics:
     def status(self) -> str:
         return f"{self.prefix}delivery.status"
 
+    @property
+    def rekeyed(self) -> str:
+        """Internal: records of events.raw moved into their user's partition (processor)."""
+        return f"{self.prefix}events.rekeyed"
+
+    @property
+    def dedup_changelog(self) -> str:
+        """Internal: each processor batch's first-seen dedup keys, per partition."""
+        return f"{self.prefix}dedup.changelog"
+
     def destination(self, destination_id: str) -> str:
         return f"{self.prefix}dest.{destination_id}"
 
@@ -47,7 +57,8 @@ class Topics:
         return f"{self.prefix}dest.{destination_id}.dlq"
 
     def for_workspace(self, workspace: Workspace) -> list[str]:
-        names = [self.raw, self.dlq, self.violations, self.status]
+        names = [self.raw, self.dlq, self.violations, self.status, self.rekeyed]
+        names.append(self.dedup_changelog)
         for dest in workspace.destinations:
             names += [
                 self.destination(dest.id),
@@ -56,16 +67,34 @@ class Topics:
             ]
         return names
 
+    def configs(self, workspace: Workspace) -> dict[str, dict[str, str]]:
+        """Topic configs the router sets when it creates a topic (others: broker defaults)."""
+        window_ms = int(workspace.processor.dedup_window * 1000)
+        return {
+            # Restores read the whole retained changelog when a store is new: keep the window
+            # and an hour, in hour-long segments so old entries go away soon after.
+            self.dedup_changelog: {
+                "cleanup.policy": "delete",
+                "retention.ms": str(window_ms + 3_600_000),
+                "segment.ms": str(max(60_000, min(3_600_000, window_ms))),
+            },
+        }
+
 
 def topics_for(settings: KafkaSettings) -> Topics:
     return Topics(settings.topic_prefix)
 
 
-async def ensure_topics(settings: KafkaSettings, names: Iterable[str]) -> None:
+async def ensure_topics(
+    settings: KafkaSettings,
+    names: Iterable[str],
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
     """Create missing topics with the configured partitions and replication; keep existing ones.
 
     Consumers of a topic that does not exist yet would silently wait, and auto-created
-    topics get the broker's defaults, so every role calls this before it starts.
+    topics get the broker's defaults, so every role calls this before it starts. ``configs``
+    gives topic configs for some of them (used only when this call creates the topic).
     """
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-admin"
@@ -78,7 +107,15 @@ async def ensure_topics(settings: KafkaSettings, names: Iterable[str]) -> None:
         if not missing:
             return
         response = await admin.create_topics(
-            [NewTopic(n, settings.partitions, settings.replication_factor) for n in missing]
+            [
+                NewTopic(
+                    n,
+                    settings.partitions,
+                    settings.replication_factor,
+                    topic_configs=dict((configs or {}).get(n, {})),
+                )
+                for n in missing
+            ]
         )
         for topic, code, message in response.topic_errors:
             if code not in (0, _TOPIC_ALREADY_EXISTS):

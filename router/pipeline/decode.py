@@ -15,6 +15,7 @@ import orjson
 
 from router import spec
 from router.pipeline.records import Envelope, Rejection
+from router.pipeline.rekey import MESSAGE_ID_HEADER, ORIGIN_HEADER, parse_origin
 
 WRITE_KEY_HEADER = "write-key"
 # Stable ids for events that arrive without a messageId: a replay of the same record after a
@@ -42,14 +43,18 @@ class RawRecord(Protocol):
 def _reject(
     record: RawRecord, reason: str, message: str, source_id: str | None = None
 ) -> Rejection:
+    partition, offset, timestamp = record.partition, record.offset, record.timestamp
+    for name, value in record.headers or ():
+        if name == ORIGIN_HEADER:  # a re-keyed copy: point at the original in events.raw
+            partition, offset, timestamp = parse_origin(value) or (partition, offset, timestamp)
     return Rejection(
         reason=reason,
         message=message,
         stage="decode",
         raw=record.value or b"",
-        partition=record.partition,
-        offset=record.offset,
-        timestamp_ms=record.timestamp,
+        partition=partition,
+        offset=offset,
+        timestamp_ms=timestamp,
         source_id=source_id,
     )
 
@@ -92,10 +97,18 @@ def decode(
             rejections.append(_reject(record, "invalid_json", f"not valid JSON: {exc}"))
             continue
         header_key = None
-        for name, value in record.headers or ():
+        # Set on copies the re-keying stage wrote to events.rekeyed (see router.pipeline.rekey).
+        carried_id: bytes | None = None
+        origin: tuple[int, int, int] | None = None
+        headers = record.headers or ()
+        for name, value in headers:
             if name == WRITE_KEY_HEADER:
                 header_key = value
-                break
+            elif name == MESSAGE_ID_HEADER:
+                carried_id = value
+            elif name == ORIGIN_HEADER:
+                origin = parse_origin(value)
+        timestamp_ms = record.timestamp if origin is None else origin[2]
         body_key = event.pop("writeKey", None) if isinstance(event, dict) else None
         write_key: Any = body_key
         if header_key:
@@ -128,16 +141,25 @@ def decode(
             try:
                 spec.stamp(
                     event,
-                    datetime.fromtimestamp(record.timestamp / 1000, UTC),
-                    default_id=str(
-                        uuid.uuid5(
-                            _MESSAGE_ID_NAMESPACE,
-                            f"{record.topic}/{record.partition}/{record.offset}",
+                    datetime.fromtimestamp(timestamp_ms / 1000, UTC),
+                    default_id=(
+                        carried_id.decode("utf-8", "replace")
+                        if carried_id
+                        else str(
+                            uuid.uuid5(
+                                _MESSAGE_ID_NAMESPACE,
+                                f"{record.topic}/{record.partition}/{record.offset}",
+                            )
                         )
                     ),
                 )
             except spec.InvalidEvent as exc:
                 rejections.append(_reject(record, exc.code, exc.message, source_id))
                 continue
-        append(Envelope(event, raw, record.partition, record.offset, record.timestamp, source_id))
+        env = Envelope(
+            event, raw, record.partition, record.offset, timestamp_ms, source_id, headers
+        )
+        if origin is not None:
+            env.notes["origin"] = origin
+        append(env)
     return envelopes, rejections

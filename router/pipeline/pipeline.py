@@ -19,7 +19,7 @@ import orjson
 from router.broker.clients import OutRecord
 from router.broker.partitioning import murmur2
 from router.broker.topics import Topics
-from router.pipeline import integrations
+from router.pipeline import integrations, rekey
 from router.pipeline.compile import CompiledDestination, CompiledSource, CompiledWorkspace
 from router.pipeline.decode import RawRecord, decode
 from router.pipeline.dedup import Deduplicator, PendingKeys
@@ -65,6 +65,7 @@ class BatchStats:
     dropped: Counter[tuple[str, str]] = field(default_factory=Counter)
     routed: Counter[str] = field(default_factory=Counter)
     violations: Counter[tuple[str, str]] = field(default_factory=Counter)
+    rekeyed: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -128,6 +129,12 @@ class Pipeline:
         self.partition_counts = partition_counts
         self._hash_cache: dict[bytes, int] = {}
         self._routes, self._route_ids = self._build_routes()
+        # Re-keying (router.pipeline.rekey) needs more than one partition to choose from, and
+        # only dedup needs it.
+        raw_partitions = partition_counts.get(topics.raw, 0)
+        self._rekey_partitions = (
+            raw_partitions if dedup is not None and dedup.enabled and raw_partitions > 1 else 0
+        )
 
     def _build_routes(self) -> tuple[dict[str, _SourceRoute], list[str]]:
         """Everything the per-event loops read, resolved once rather than per event and
@@ -172,10 +179,14 @@ class Pipeline:
     def _process(self, records: Sequence[RawRecord]) -> BatchResult:
         stats = BatchStats(received=len(records))
         envelopes, rejections = decode(records, self.compiled.sources_by_key)
+        outputs: list[OutRecord] = []
+        if self._rekey_partitions and envelopes:
+            envelopes, outputs, stats.rekeyed = rekey.split(
+                envelopes, self._rekey_partitions, self._hashed, self.topics.rekeyed
+            )
         pending: PendingKeys = {}
         if self.dedup is not None:
             envelopes, stats.duplicates, pending = self.dedup.filter(envelopes)
-        outputs: list[OutRecord] = []
         violations_out: list[OutRecord] = []
         routes, route_ids = self._routes, self._route_ids
         routed = [0] * len(route_ids)
@@ -274,6 +285,10 @@ class Pipeline:
         outputs.extend(violations_out)
         return BatchResult(outputs, pending, stats)
 
+    def _hashed(self, key: bytes) -> int:
+        hashed = self._hash_cache.get(key)
+        return self._hash(key) if hashed is None else hashed
+
     def _hash(self, key: bytes) -> int:
         """Kafka's partitioning hash of ``key``, remembered: a user's events recur."""
         cache = self._hash_cache
@@ -330,13 +345,15 @@ class Pipeline:
 def _rejection(
     env: Envelope, reason: str, message: str, stage: str, details: dict[str, Any] | None = None
 ) -> Rejection:
+    # A re-keyed copy points at its original in events.raw, where its producer wrote it.
+    partition, offset, _ = env.notes.get("origin") or (env.partition, env.offset, 0)
     return Rejection(
         reason=reason,
         message=message,
         stage=stage,
         raw=env.raw,
-        partition=env.partition,
-        offset=env.offset,
+        partition=partition,
+        offset=offset,
         timestamp_ms=env.timestamp_ms,
         source_id=env.source_id,
         details=details,

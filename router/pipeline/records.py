@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,13 @@ from router.broker.clients import OutRecord
 
 @dataclass(slots=True)
 class Envelope:
-    """One decoded event in flight through the processor, with where it came from."""
+    """One decoded event in flight through the processor, with where it came from.
+
+    ``partition`` is the partition number it was read from (of ``events.raw`` or
+    ``events.rekeyed``: the same number names its dedup store). A record read from
+    ``events.rekeyed`` has ``notes["origin"]``: (partition, offset, timestamp) of the original
+    record in ``events.raw``, which is what rejections point at.
+    """
 
     event: dict[str, Any]
     raw: bytes
@@ -20,6 +27,7 @@ class Envelope:
     offset: int
     timestamp_ms: int
     source_id: str = ""
+    headers: Sequence[tuple[str, bytes]] = ()
     notes: dict[str, Any] = field(default_factory=dict)
 
 

@@ -439,6 +439,10 @@ def test_topic_retention_by_kind(workspace: Workspace) -> None:
     }
     for name, expected in days.items():
         assert retention[name] == expected * DAY_MS, name
+    assert retention[topics.rekeyed] == 7 * DAY_MS
+    # What the processor would create the changelog with: the dedup window and an hour.
+    changelog = topics.configs(workspace)[topics.dedup_changelog]
+    assert retention[topics.dedup_changelog] == int(changelog["retention.ms"])
 
 
 def test_keda_triggers_follow_the_router_consumer_groups(workspace: Workspace) -> None:

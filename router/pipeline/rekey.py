@@ -1,0 +1,92 @@
+"""Stage 2b: move records that sit outside their user's partition, before dedup.
+
+Dedup keeps one store per partition number (:mod:`router.pipeline.dedup`), so every copy of an
+event must be read from its user's partition: Kafka's default partitioning, murmur2 of the
+user key (``userId``, else ``anonymousId``) modulo the partition count of ``events.raw``, which
+is what the gateway, Java clients and aiokafka use. Records land elsewhere when a producer
+sends no key (most clients' default: then records spread over partitions), keys by something
+else, or hashes keys differently (librdkafka's default partitioner is CRC32-based).
+
+Such a record is not processed where it is: it is written, unchanged, to the same partition
+number of ``events.rekeyed`` as its user's partition, keyed by the user, and processed when it
+is read from there. The copy carries what its processing needs from the original record:
+``router-message-id`` (the messageId the decode stage gave the original, derived from that
+record when the event had none, so a replay of the original is still recognised),
+``router-origin`` (``partition:offset:timestamp`` of the original in ``events.raw``: DLQ records
+point there, and ``receivedAt`` comes from its time), and the original headers and timestamp.
+
+Readers of ``events.raw`` other than the router (replay tools, archives) must not count an
+event twice: a record of ``events.raw`` outside its user's partition was moved, and the copy
+that counts is the one on ``events.rekeyed`` whose ``router-origin`` names it. A replay that
+re-writes ``events.raw`` records as they are is safe too: the router moves them again under the
+same messageId, and dedup drops the ones already delivered within the window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from router.broker.clients import OutRecord
+from router.pipeline.records import Envelope
+
+MESSAGE_ID_HEADER = "router-message-id"
+ORIGIN_HEADER = "router-origin"
+_OWN_HEADERS = (MESSAGE_ID_HEADER, ORIGIN_HEADER)
+
+
+def user_key(event: dict[str, object]) -> bytes:
+    """The partition key of an event: the same bytes the gateway and the fan-out use."""
+    user = event.get("userId") or event.get("anonymousId") or ""
+    return (user if type(user) is str else str(user)).encode()
+
+
+def split(
+    envelopes: list[Envelope],
+    partitions: int,
+    hashed: Callable[[bytes], int],
+    target_topic: str,
+) -> tuple[list[Envelope], list[OutRecord], dict[str, int]]:
+    """Envelopes to process here, records to write to ``target_topic``, moves per source.
+
+    ``hashed(key)`` is Kafka's murmur2 of the key, positive (the pipeline's cached one).
+    """
+    kept: list[Envelope] = []
+    moved: list[OutRecord] = []
+    counts: dict[str, int] = {}
+    keep = kept.append
+    for env in envelopes:
+        key = user_key(env.event)
+        if not key:
+            keep(env)
+            continue
+        home = hashed(key) % partitions
+        if home == env.partition:
+            keep(env)
+            continue
+        moved.append(_moved_record(env, key, home, target_topic))
+        counts[env.source_id] = counts.get(env.source_id, 0) + 1
+    return kept, moved, counts
+
+
+def _moved_record(env: Envelope, key: bytes, partition: int, topic: str) -> OutRecord:
+    origin = env.notes.get("origin")
+    if origin is None:  # first move; a record moved again keeps where it came from first
+        origin = (env.partition, env.offset, env.timestamp_ms)
+    headers = (
+        *(h for h in env.headers if h[0] not in _OWN_HEADERS),
+        (MESSAGE_ID_HEADER, str(env.event["messageId"]).encode()),
+        (ORIGIN_HEADER, b"%d:%d:%d" % origin),
+    )
+    return OutRecord(topic, key, env.raw, headers, partition, origin[2])
+
+
+def parse_origin(value: bytes) -> tuple[int, int, int] | None:
+    """``partition:offset:timestamp`` from a ``router-origin`` header; None if malformed."""
+    parts = value.split(b":")
+    if len(parts) != 3:
+        return None
+    try:
+        partition, offset, timestamp = (int(p) for p in parts)
+    except ValueError:
+        return None
+    return partition, offset, timestamp
