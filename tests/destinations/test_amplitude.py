@@ -97,50 +97,53 @@ async def test_delivers_to_the_fake() -> None:
 
 
 async def test_invalid_events_fail_alone_and_the_rest_is_resent() -> None:
-    async with FakeAmplitude(api_key=KEY, invalid_event_types={"Broken"}) as fake:
-        async with HttpClient() as http:
-            plugin = make_plugin("amplitude", settings(fake), http=http)
-            events = [track(0), track(1, "Broken"), track(2)]
-            verdicts = await attempt(plugin, events)
-            broken = verdicts[1]
-            assert isinstance(broken, PermanentError) and broken.reason == "invalid_event"
-            assert "event_type" in broken.message
-            for verdict in (verdicts[0], verdicts[2]):
-                assert isinstance(verdict, RetryableError) and verdict.reason == "resend"
-                assert verdict.retry_after == 0.0
-            assert not fake.ingested  # Amplitude ingests nothing from a 400
-            # The lane resends the others; they arrive.
-            assert await attempt(plugin, [events[0], events[2]]) == ["delivered"] * 2
+    async with (
+        FakeAmplitude(api_key=KEY, invalid_event_types={"Broken"}) as fake,
+        HttpClient() as http,
+    ):
+        plugin = make_plugin("amplitude", settings(fake), http=http)
+        events = [track(0), track(1, "Broken"), track(2)]
+        verdicts = await attempt(plugin, events)
+        broken = verdicts[1]
+        assert isinstance(broken, PermanentError) and broken.reason == "invalid_event"
+        assert "event_type" in broken.message
+        for verdict in (verdicts[0], verdicts[2]):
+            assert isinstance(verdict, RetryableError) and verdict.reason == "resend"
+            assert verdict.retry_after == 0.0
+        assert not fake.ingested  # Amplitude ingests nothing from a 400
+        # The lane resends the others; they arrive.
+        assert await attempt(plugin, [events[0], events[2]]) == ["delivered"] * 2
     assert set(fake.ingested) == {"msg-0000", "msg-0002"}
 
 
 async def test_throttled_users_wait_and_nobody_else_does() -> None:
-    async with FakeAmplitude(api_key=KEY, throttle_users={"user-001": 1}) as fake:
-        async with HttpClient() as http:
-            plugin = make_plugin("amplitude", settings(fake), http=http)
-            events = [track(i) for i in range(6)]  # users 000, 001, 002 twice each
-            verdicts = await attempt(plugin, events)
-            for i, verdict in enumerate(verdicts):
-                assert isinstance(verdict, RetryableError)
-                if events[i]["userId"] == "user-001":
-                    assert verdict.reason == "throttled" and verdict.retry_after == 30.0
-                else:
-                    assert verdict.reason == "resend" and verdict.retry_after == 0.0
-            assert await attempt(plugin, events) == ["delivered"] * 6
+    async with (
+        FakeAmplitude(api_key=KEY, throttle_users={"user-001": 1}) as fake,
+        HttpClient() as http,
+    ):
+        plugin = make_plugin("amplitude", settings(fake), http=http)
+        events = [track(i) for i in range(6)]  # users 000, 001, 002 twice each
+        verdicts = await attempt(plugin, events)
+        for i, verdict in enumerate(verdicts):
+            assert isinstance(verdict, RetryableError)
+            if events[i]["userId"] == "user-001":
+                assert verdict.reason == "throttled" and verdict.retry_after == 30.0
+            else:
+                assert verdict.reason == "resend" and verdict.retry_after == 0.0
+        assert await attempt(plugin, events) == ["delivered"] * 6
 
 
 async def test_daily_quota_is_dead_lettered_and_bad_key_fails_the_request() -> None:
-    async with FakeAmplitude(api_key=KEY, quota_users={"user-002"}) as fake:
-        async with HttpClient() as http:
-            plugin = make_plugin("amplitude", settings(fake), http=http)
-            verdicts = await attempt(plugin, [track(1), track(2)])
-            assert isinstance(verdicts[1], PermanentError) and verdicts[1].reason == "daily_quota"
-            assert isinstance(verdicts[0], RetryableError) and verdicts[0].reason == "resend"
-            wrong = make_plugin(
-                "amplitude", {"api_key": "amp-wrong-0000", "api_host": fake.base_url}, http=http
-            )
-            [verdict] = await attempt(wrong, [track(1)])
-            assert isinstance(verdict, PermanentError) and verdict.reason == "http_400"
-            request = encoded(plugin, [track(1)]).requests[0]
-            response = await plugin.send(request)
-            assert KEY not in shown(plugin, request, response)
+    async with FakeAmplitude(api_key=KEY, quota_users={"user-002"}) as fake, HttpClient() as http:
+        plugin = make_plugin("amplitude", settings(fake), http=http)
+        verdicts = await attempt(plugin, [track(1), track(2)])
+        assert isinstance(verdicts[1], PermanentError) and verdicts[1].reason == "daily_quota"
+        assert isinstance(verdicts[0], RetryableError) and verdicts[0].reason == "resend"
+        wrong = make_plugin(
+            "amplitude", {"api_key": "amp-wrong-0000", "api_host": fake.base_url}, http=http
+        )
+        [verdict] = await attempt(wrong, [track(1)])
+        assert isinstance(verdict, PermanentError) and verdict.reason == "http_400"
+        request = encoded(plugin, [track(1)]).requests[0]
+        response = await plugin.send(request)
+        assert KEY not in shown(plugin, request, response)

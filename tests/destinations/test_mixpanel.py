@@ -1,4 +1,4 @@
-"""Mixpanel against its fake (tests/fakes/mixpanel.py): mapping, auth, batching, per-event errors."""
+"""Mixpanel against its fake (tests/fakes/mixpanel.py): mapping, auth, batching, errors."""
 
 from __future__ import annotations
 
@@ -175,20 +175,22 @@ async def test_whole_request_answers_from_the_fake() -> None:
 
 async def test_credentials_never_shown() -> None:
     account = {"username": "sa.router", "secret": SA_SECRET, "project_id": "4242"}
-    async with FakeMixpanel(token=TOKEN, service_account=("sa.router", SA_SECRET, "4242")) as fake:
-        async with HttpClient() as http:
-            plugin = make_plugin("mixpanel", settings(fake, service_account=account), http=http)
-            identify = {**track(2), "type": "identify", "traits": {"a": 1}}
-            for request in encoded(plugin, [track(1), identify]).requests:
-                response = await plugin.send(request)
-                assert not plugin.check(request, response)
-                text = shown(plugin, request, response)
-                for secret in (
-                    TOKEN,
-                    SA_SECRET,
-                    base64.b64encode(f"sa.router:{SA_SECRET}".encode()).decode(),
-                ):
-                    assert secret not in text
+    async with (
+        FakeMixpanel(token=TOKEN, service_account=("sa.router", SA_SECRET, "4242")) as fake,
+        HttpClient() as http,
+    ):
+        plugin = make_plugin("mixpanel", settings(fake, service_account=account), http=http)
+        identify = {**track(2), "type": "identify", "traits": {"a": 1}}
+        for request in encoded(plugin, [track(1), identify]).requests:
+            response = await plugin.send(request)
+            assert not plugin.check(request, response)
+            text = shown(plugin, request, response)
+            for secret in (
+                TOKEN,
+                SA_SECRET,
+                base64.b64encode(f"sa.router:{SA_SECRET}".encode()).decode(),
+            ):
+                assert secret not in text
     assert fake.imported and fake.profiles
 
 
