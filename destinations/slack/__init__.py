@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from destinations.base import Event, PartnerRequest, PluginContext
+from destinations.base import Encoded, Event, PartnerRequest, PluginContext
 from destinations.http import HttpDestination
 from destinations.registry import register
 from destinations.slack.config import SlackSettings
@@ -20,14 +20,15 @@ class SlackDestination(HttpDestination[SlackSettings]):
     settings_model = SlackSettings
     summary = "Slack incoming webhook: one message per chosen event from a Mustache template"
     call_types = frozenset({"track", "identify"})
+    # One message per event; a larger delivery.batch_size just sends them in a row.
     default_batch_size = 1
-    max_batch_size = 1
+    max_batch_size = 100
 
     def __init__(self, destination: Destination, context: PluginContext) -> None:
         super().__init__(destination, context)
         self.encoder = SlackEncoder(self.settings)
 
-    def encode(self, events: Sequence[Event]) -> PartnerRequest:
+    def encode(self, events: Sequence[Event]) -> Encoded[PartnerRequest]:
         return self.encoder.encode(events)
 
     async def health_check(self) -> tuple[bool, str]:

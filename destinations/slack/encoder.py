@@ -15,7 +15,14 @@ from typing import Any
 import orjson
 from pystache.parsed import ParsedTemplate
 
-from destinations.base import EncodeError, Event, PartnerRequest, UnsupportedType
+from destinations.base import (
+    DestinationError,
+    Encoded,
+    EncodeError,
+    Event,
+    PartnerRequest,
+    UnsupportedType,
+)
 from destinations.segment import anonymous_id, context_traits, message_id, properties_of, text
 from destinations.segment import user_id as segment_user_id
 from destinations.slack.config import SlackSettings
@@ -77,10 +84,21 @@ class SlackEncoder:
             )
         return template
 
-    def encode(self, events: Sequence[Event]) -> PartnerRequest:
-        if len(events) != 1:
-            raise ValueError("Slack posts one message per event")
-        event = events[0]
+    def encode(self, events: Sequence[Event]) -> Encoded[PartnerRequest]:
+        """One message (one request) per event, whatever the batch's size; an event that
+        cannot become a message fails alone."""
+        if not events:
+            raise ValueError("nothing to encode")
+        requests: list[PartnerRequest] = []
+        failed: dict[int, DestinationError] = {}
+        for position, event in enumerate(events):
+            try:
+                requests.append(self.message(event, position))
+            except DestinationError as exc:
+                failed[position] = exc
+        return Encoded(requests, failed)
+
+    def message(self, event: Event, position: int) -> PartnerRequest:
         message = render(self.template_for(event), {"name": display_name(event)}, event)
         if len(message) > MAX_TEXT:
             message = message[: MAX_TEXT - 1] + "…"
@@ -93,4 +111,5 @@ class SlackEncoder:
             headers=self.headers,
             body=body,
             message_ids=(message_id(event),),
+            covers=(position,),
         )

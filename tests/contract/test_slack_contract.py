@@ -22,4 +22,4 @@ class TestSlackContract(DestinationContract):
         ({"webhook_url": HOOK, "icon_emoji": "smile"}, "icon_emoji"),
     ]
     secrets: ClassVar[list[str]] = [HOOK]
-    batch_sizes = (1,)
+    batch_sizes = (1, 5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-import pytest
 
 from destinations.base import EncodeError, PermanentError, RetryableError
 from destinations.http import HttpClient
@@ -62,13 +61,13 @@ def test_templates_cannot_run_code_or_read_files() -> None:
 
 
 def test_only_chosen_events_are_posted() -> None:
-    plugin = make_plugin("slack", settings())
-    with pytest.raises(EncodeError) as caught:
-        plugin.encode([track(1, "Page Scrolled")])
-    assert caught.value.reason == "no_template" and "only" in caught.value.message
+    plugin = make_plugin("slack", settings(), batch_size=3)
     identify = {**track(2), "type": "identify", "traits": {"email": "a@b.c"}}
-    with pytest.raises(EncodeError):
-        plugin.encode([identify])
+    batch = encoded(plugin, [track(1, "Page Scrolled"), identify, track(3, "Order Completed")])
+    assert set(batch.failed) == {0, 1}
+    assert all(isinstance(e, EncodeError) for e in batch.failed.values())
+    assert batch.failed[0].reason == "no_template" and "only" in batch.failed[0].message
+    assert [r.covers for r in batch.requests] == [(2,)]
     with_identify = make_plugin("slack", settings(identify_template="{{name}} is {{traits.email}}"))
     assert text_of(with_identify, identify) == "a@b.c is a@b.c"
     fallback = make_plugin("slack", settings(default_template="{{userId}} did {{event}}"))
