@@ -3,8 +3,8 @@
 Google Analytics drops (silently, with a 2xx) an event whose name breaks these rules, and
 ignores parameters and user properties past its limits:
 
-- event and parameter names: at most 40 characters, letters, digits and underscores,
-  starting with a letter; not starting with ``_``, ``firebase_``, ``ga_``, ``google_`` or
+- event and parameter names: at most 40 characters, letters (any language's), digits and
+  underscores, starting with a letter; not starting with ``_``, ``firebase_``, ``ga_``, ``google_`` or
   ``gtag.``; event names not among the reserved ones below;
 - user property names: at most 24 characters, same alphabet and prefixes, not reserved;
 - at most 25 parameters per event, 25 user properties, 25 events per request, 200 items
@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-EVENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
+EVENT_NAME = re.compile(r"^[^\W\d_]\w{0,39}$")
 MAX_NAME = 40
 MAX_USER_PROPERTY_NAME = 24
 MAX_PARAM_VALUE = 100
@@ -76,7 +76,7 @@ RESERVED_USER_PROPERTIES = frozenset(
         "first_open_after_install",
     }
 )
-_OTHER = re.compile(r"[^a-z0-9]+")
+_OTHER = re.compile(r"[\W_]+")
 
 
 def is_reserved_event(name: str) -> bool:

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from tests.fakes.base import FakePartner
 
-NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
+NAME = re.compile(r"^[^\W\d_]\w{0,39}$")  # letters of any language, digits, _
 RESERVED_PREFIXES = ("_", "firebase_", "ga_", "google_", "gtag.")
 RESERVED_EVENTS = frozenset(
     {"ad_click", "app_remove", "error", "first_open", "first_visit", "in_app_purchase"}
