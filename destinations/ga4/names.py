@@ -4,8 +4,8 @@ Google Analytics drops (silently, with a 2xx) an event whose name breaks these r
 ignores parameters and user properties past its limits:
 
 - event and parameter names: at most 40 characters, letters (any language's), digits and
-  underscores, starting with a letter; not starting with ``_``, ``firebase_``, ``ga_``, ``google_`` or
-  ``gtag.``; event names not among the reserved ones below;
+  underscores, starting with a letter; not starting with ``_``, ``firebase_``, ``ga_``,
+  ``google_`` or ``gtag.``; event names not among the reserved ones below;
 - user property names: at most 24 characters, same alphabet and prefixes, not reserved;
 - at most 25 parameters per event, 25 user properties, 25 events per request, 200 items
   per event; string parameter values at most 100 characters, user property values 36.
