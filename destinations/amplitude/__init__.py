@@ -43,7 +43,7 @@ class AmplitudeDestination(HttpDestination[AmplitudeSettings]):
         self, request: PartnerRequest, response: PartnerResponse
     ) -> Mapping[int, DestinationError]:
         if isinstance(request, ItemizedRequest):
-            return check_response(request, response, throttle_wait=self.settings.throttle_wait)
+            return check_response(request, response)
         raise_for_status(request, response)
         return {}
 

@@ -28,9 +28,6 @@ class AmplitudeSettings(BaseModel):
     min_id_length: int | None = Field(default=None, ge=1, le=5)
     #: The group type a group call's groupId is set under (Amplitude "groups" key).
     group_type: str = Field(default="company", min_length=1, max_length=255)
-    #: Seconds throttled users' events wait before they are tried again (Amplitude asks
-    #: for 30 s after a 429), unless the answer carries a Retry-After.
-    throttle_wait: float = Field(default=30.0, ge=1, le=3600)
 
     @property
     def url(self) -> str:

@@ -12,10 +12,12 @@ it did not name); ``insert_id`` makes resending safe. So:
 - 429 naming users or devices (``throttled_users``, ``throttled_devices``,
   ``throttled_events``; ``exceeded_daily_quota_users``/``_devices``): events over the daily
   quota are dead-lettered (``daily_quota``: Amplitude keeps refusing them until the next
-  day; redrive them then); throttled users' and devices' events retry after ``Retry-After``
-  or ``throttle_wait`` (Amplitude asks for 30 s); the others are resent about a second
-  later, so one hot user never holds back anyone else. A 429 naming nobody retries the
-  whole request with the lane paused for ``Retry-After``.
+  day; redrive them then); throttled users' and devices' events retry on the destination's
+  backoff schedule (``delivery.backoff_min`` and up; Amplitude asks for about 30 s); the
+  others are resent about a second later. None of these carries a Retry-After, because the
+  lane pauses every request for a refused event's Retry-After: one hot user must not hold
+  back anyone else. A 429 naming nobody retries the whole request, the lane paused for
+  ``Retry-After``.
 - 413, 401, 403 and other 4xx: permanent; 5xx: retried (the shared HTTP rules).
 """
 
@@ -31,7 +33,7 @@ from destinations.base import (
     PermanentError,
     RetryableError,
 )
-from destinations.http import parse_retry_after, raise_for_status
+from destinations.http import raise_for_status
 from destinations.segment import ItemizedRequest
 
 _INDEXED_FIELDS = (
@@ -62,14 +64,14 @@ def _indexes(value: Any) -> set[int]:
 
 
 def check_response(
-    request: ItemizedRequest, response: PartnerResponse, *, throttle_wait: float
+    request: ItemizedRequest, response: PartnerResponse
 ) -> dict[int, DestinationError]:
     if response.status == 400:
         refused = _invalid_events(request, response)
         if refused:
             return refused
     elif response.status == 429:
-        refused = _throttled_events(request, response, throttle_wait)
+        refused = _throttled_events(request, response)
         if refused:
             return refused
     raise_for_status(request, response)
@@ -128,7 +130,7 @@ def _invalid_events(
 
 
 def _throttled_events(
-    request: ItemizedRequest, response: PartnerResponse, throttle_wait: float
+    request: ItemizedRequest, response: PartnerResponse
 ) -> dict[int, DestinationError]:
     body = _json(response.body)
     throttled_users = _keys(body.get("throttled_users"))
@@ -142,7 +144,6 @@ def _throttled_events(
         return {}
     items = _json(request.body).get("events")
     items = items if isinstance(items, list) else []
-    wait = parse_retry_after(response.header("Retry-After"))
     quota = PermanentError(
         "Amplitude's daily event quota for this user or device is used up",
         reason="daily_quota",
@@ -154,7 +155,6 @@ def _throttled_events(
         reason="throttled",
         request=request,
         response=response,
-        retry_after=wait if wait is not None else throttle_wait,
     )
     resend = _resend(request, response, "other users were throttled")
     # Severity per event: quota (dead letter) > throttled (wait) > resend (soon).

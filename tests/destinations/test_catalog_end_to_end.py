@@ -73,7 +73,6 @@ def workspace(
                     {
                         "api_key": amplitude.api_key,
                         "api_host": amplitude.base_url,
-                        "throttle_wait": 1,
                     },
                 ),
                 destination(
