@@ -54,6 +54,8 @@ from destinations.segment import (
 )
 
 MAX_BODY_BYTES = 130_000
+#: Bytes kept for the request's envelope (client_id, user_id, user_properties).
+ENVELOPE_ROOM = 4096
 #: GA4 accepts event timestamps up to 72 hours back.
 MAX_AGE_SECONDS = 72 * 3600
 #: Standard page fields (properties, then context.page) -> page_view parameters.
@@ -99,7 +101,7 @@ class GA4Encoder:
             except orjson.JSONEncodeError as exc:
                 failed[position] = EncodeError(f"event is not JSON-serializable: {exc}")
                 continue
-            if len(part) > MAX_BODY_BYTES // 2:
+            if len(part) > MAX_BODY_BYTES - ENVELOPE_ROOM:
                 failed[position] = EncodeError(
                     f"event is {len(part)} bytes as GA4 JSON; a request takes at most 130 kB"
                 )
@@ -112,7 +114,9 @@ class GA4Encoder:
             if user is not None:
                 head["user_id"] = user
             parts = [part for _, part, _ in entries]
-            for group in pack(parts, max_items=MAX_EVENTS, max_bytes=MAX_BODY_BYTES - 2048):
+            for group in pack(
+                parts, max_items=MAX_EVENTS, max_bytes=MAX_BODY_BYTES - ENVELOPE_ROOM
+            ):
                 envelope = dict(head)
                 merged: dict[str, Any] = {}
                 for i in group:
