@@ -40,6 +40,9 @@ class TestGA4Contract(DestinationContract):
     batch_sizes = (1, 2, 25)
 
     def events(self) -> list[Event]:
-        # GA4 takes events of the last 72 hours only: the shared samples, made recent.
-        recent = format_timestamp(datetime.now(UTC) - timedelta(minutes=5))
-        return [{**e, "timestamp": recent, "receivedAt": recent} for e in sample_events()]
+        # GA4 takes events of the last 72 hours only: the shared samples, made recent. One
+        # time for the whole run, so two encodings of "the same events" are the same.
+        return [{**e, "timestamp": RECENT, "receivedAt": RECENT} for e in sample_events()]
+
+
+RECENT = format_timestamp(datetime.now(UTC) - timedelta(minutes=5))
