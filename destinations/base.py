@@ -278,10 +278,16 @@ class Encoded(Generic[RequestT]):
     ``failed``: positions of events that cannot be sent at all, with why (an
     :class:`EncodeError`, an :class:`UnsupportedType`); they are dead-lettered alone and
     the rest of the batch goes out.
+
+    ``skipped``: positions of events the destination leaves out on purpose (not chosen by
+    its settings, e.g. a Slack channel that posts only some events), each with a short,
+    bounded reason label; they are counted as filtered, like the processor's filters, and
+    never retried or dead-lettered.
     """
 
     requests: Sequence[RequestT]
     failed: Mapping[int, DestinationError] = field(default_factory=dict)
+    skipped: Mapping[int, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- the plugin

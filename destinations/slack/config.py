@@ -22,8 +22,8 @@ class SlackSettings(BaseModel):
 
     ``templates`` maps track event names to a message template; ``identify_template``
     covers identify calls; ``default_template`` covers track events without their own.
-    An event with no template is dead-lettered (``no_template``): route only the events
-    you chose with an ``only`` filter, e.g. ``event in ["Signed Up", "Order Completed"]``.
+    An event with no template is not posted: it is counted as filtered
+    (``router_delivery_filtered_total{reason="not_chosen"}``), never retried or dead-lettered.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -47,6 +47,10 @@ def display_name(event: Event) -> str:
     return text(traits.get("email")) or segment_user_id(event) or anonymous_id(event) or ""
 
 
+#: The filtered reason of events the settings give no message (no template).
+NOT_CHOSEN = "not_chosen"
+
+
 class SlackEncoder:
     def __init__(self, settings: SlackSettings) -> None:
         self.url = settings.webhook_url.get_secret_value()
@@ -66,23 +70,15 @@ class SlackEncoder:
         self.extras = {k: v for k, v in extras.items() if v is not None}
         self.headers = (("Content-Type", "application/json"),)
 
-    def template_for(self, event: Event) -> ParsedTemplate:
+    def template_for(self, event: Event) -> ParsedTemplate | None:
+        """The event's template; None when the settings chose no message for it."""
         kind = event.get("type")
         if kind == "identify":
-            if self.identify is None:
-                raise EncodeError("no identify_template is set", reason="no_template")
             return self.identify
         if kind != "track":
             raise UnsupportedType(f"Slack takes no {kind!r} calls")
         name = text(event.get("event")) or ""
-        template = self.templates.get(name, self.default)
-        if template is None:
-            raise EncodeError(
-                f"no template for event {name!r}: add one under settings.templates, set "
-                "default_template, or route only templated events with an `only` filter",
-                reason="no_template",
-            )
-        return template
+        return self.templates.get(name, self.default)
 
     def encode(self, events: Sequence[Event]) -> Encoded[PartnerRequest]:
         """One message (one request) per event, whatever the batch's size; an event that
@@ -91,15 +87,20 @@ class SlackEncoder:
             raise ValueError("nothing to encode")
         requests: list[PartnerRequest] = []
         failed: dict[int, DestinationError] = {}
+        skipped: dict[int, str] = {}
         for position, event in enumerate(events):
             try:
-                requests.append(self.message(event, position))
+                template = self.template_for(event)
+                if template is None:
+                    skipped[position] = NOT_CHOSEN  # counted as filtered, not a failure
+                    continue
+                requests.append(self.message(event, template, position))
             except DestinationError as exc:
                 failed[position] = exc
-        return Encoded(requests, failed)
+        return Encoded(requests, failed, skipped)
 
-    def message(self, event: Event, position: int) -> PartnerRequest:
-        message = render(self.template_for(event), {"name": display_name(event)}, event)
+    def message(self, event: Event, template: ParsedTemplate, position: int) -> PartnerRequest:
+        message = render(template, {"name": display_name(event)}, event)
         if len(message) > MAX_TEXT:
             message = message[: MAX_TEXT - 1] + "…"
         if not message.strip():
