@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -175,3 +177,35 @@ async def other_cluster(directory: Path, schemas: dict[str, Any]) -> AsyncIterat
             await asyncio.to_thread(process.wait, 5)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+async def create_topic(bootstrap: str, topic: str, partitions: int, **options: Any) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def read_topic(bootstrap: str, topic: str, expect: int, **options: Any) -> list[Any]:
+    """Every record of ``topic`` (from the start, bounded in time)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **options,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        for _ in range(100):
+            polled = await consumer.getmany(timeout_ms=200)
+            records += [r for rs in polled.values() for r in rs]
+            if len(records) >= expect:
+                break
+    finally:
+        await consumer.stop()
+    return records

@@ -9,9 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 from aiokafka import errors as kafka_errors
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from destinations.base import (
     ConnectionFailed,
@@ -35,7 +33,7 @@ from tests.delivery.helpers import (
     running_agent,
     unique_kafka,
 )
-from tests.destinations.kafka_clusters import OtherCluster, other_cluster
+from tests.destinations.kafka_clusters import OtherCluster, create_topic, other_cluster, read_topic
 from tests.kafka_helpers import consume, values
 
 #: The other cluster refuses records of this topic whose ``properties.total`` is not a number.
@@ -81,38 +79,6 @@ def encoded(plugin: KafkaDestination, events: list[dict[str, Any]]) -> ForwardBa
     assert isinstance(result, Encoded) and not result.failed
     [batch] = result.requests
     return batch
-
-
-async def create_topic(bootstrap: str, topic: str, partitions: int, **options: Any) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        await admin.close()
-
-
-async def read_topic(bootstrap: str, topic: str, expect: int, **options: Any) -> list[Any]:
-    """Every record of ``topic`` (from the start, bounded in time)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        **options,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        for _ in range(100):
-            polled = await consumer.getmany(timeout_ms=200)
-            records += [r for rs in polled.values() for r in rs]
-            if len(records) >= expect:
-                break
-    finally:
-        await consumer.stop()
-    return records
 
 
 # ---------------------------------------------------------------- formats (no broker)
