@@ -10,6 +10,8 @@ also writes to *another* cluster; this one differs in the two ways a real target
 - clients reach it over TLS only: Tansu listens on a private port and advertises the port of
   a TLS-terminating relay in front of it, so every connection (bootstrap and partition
   leader alike) goes through a real TLS handshake with a certificate made for the test.
+
+Also :func:`create_topic` and :func:`read_topic`, for any cluster.
 """
 
 from __future__ import annotations
