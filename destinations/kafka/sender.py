@@ -237,31 +237,33 @@ class KafkaSender:
 
     async def partition_count(self) -> int:
         producer = await self._ready()
+        topic = self.settings.topic
         try:
             async with asyncio.timeout(self.timeout):
-                partitions = await producer.partitions_for(self.settings.topic)
-        except (kafka_errors.KafkaError, TimeoutError) as exc:
-            raise classify(exc, self.settings.topic) from exc
+                partitions = await producer.partitions_for(topic)
+        except (kafka_errors.KafkaTimeoutError, TimeoutError) as exc:
+            raise RequestTimeout(
+                f"{topic}: no partition metadata within {self.timeout:g}s (does the topic "
+                "exist? a cluster without automatic topic creation needs it created)"
+            ) from exc
+        except kafka_errors.KafkaError as exc:
+            raise classify(exc, topic) from exc
         return len(partitions)
 
     async def send(self, batch: ForwardBatch) -> ForwardResult:
         started = time.monotonic()
         producer = await self._ready()
         deadline = asyncio.get_running_loop().time() + self.timeout
-        try:
-            async with asyncio.timeout_at(deadline):
-                count = await self.partition_count()
-        except TimeoutError:
-            raise RequestTimeout(
-                f"{batch.topic}: no metadata within {self.timeout:g}s", request=batch
-            ) from None
+        count = await self.partition_count()
         outcomes: list[Outcome] = [None] * len(batch.records)
         shared = await self._write(
             producer, batch, range(len(batch.records)), count, outcomes, deadline
         )
-        # Refused with other records in one batch: find the record(s) refused alone.
-        for index in shared:
-            await self._write(producer, batch, [index], count, outcomes, deadline)
+        if shared:
+            # Refused with other records in one batch: send each again in a batch of its own
+            # (all at once, with a fresh time limit) to find the record(s) refused alone.
+            again = asyncio.get_running_loop().time() + self.timeout
+            await self._write(producer, batch, shared, count, outcomes, again, alone=True)
         written: list[tuple[int, int] | None] = []
         errors: list[tuple[int, BaseException]] = []
         for index, outcome in enumerate(outcomes):
@@ -286,10 +288,13 @@ class KafkaSender:
         partitions: int,
         outcomes: list[Outcome],
         deadline: float,
+        *,
+        alone: bool = False,
     ) -> list[int]:
         """Send ``batch.records[indexes]`` in closed batches and fill ``outcomes`` for them.
 
-        Returns the indexes refused for a record refusal in a batch of several records.
+        ``alone``: one record per batch. Returns the indexes refused for a record refusal in
+        a batch of several records.
         """
         limit = self.settings.max_request_size - _REQUEST_OVERHEAD
         sticky = self._rng.randrange(partitions)  # keyless records: one partition per request
@@ -308,7 +313,7 @@ class KafkaSender:
         try:
             async with asyncio.timeout_at(deadline):
                 for partition, members in grouped.items():
-                    for builder, chunk in _batches(producer, batch.records, members):
+                    for builder, chunk in _batches(producer, batch.records, members, alone):
                         future = await producer.send_batch(
                             builder, batch.topic, partition=partition
                         )
@@ -345,7 +350,10 @@ Outcome = tuple[int, int] | BaseException | None
 
 
 def _batches(
-    producer: AIOKafkaProducer, records: Sequence[ForwardRecord], members: Sequence[int]
+    producer: AIOKafkaProducer,
+    records: Sequence[ForwardRecord],
+    members: Sequence[int],
+    alone: bool = False,
 ) -> list[tuple[Any, list[int]]]:
     """Closed batches holding ``records[members]`` in order, each with the indexes it holds."""
     batches: list[tuple[Any, list[int]]] = []
@@ -353,8 +361,8 @@ def _batches(
     chunk: list[int] = []
     for index in members:
         record = records[index]
-        if not _append(builder, record):
-            # Full (an empty batch takes any first record, so this one fits the next).
+        if (alone and chunk) or not _append(builder, record):
+            # One record per batch, or full (an empty batch takes any first record).
             builder.close()
             batches.append((builder, chunk))
             builder, chunk = producer.create_batch(), []
