@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from destinations.archive.config import ArchiveSettings, S3Location
 from destinations.archive.encoder import ArchiveEncoder, ArchiveFile
-from destinations.archive.layout import Manifest, iso
+from destinations.archive.layout import Manifest
 from destinations.archive.reader import ArchiveReader
 from destinations.archive.storage import LocalStorage, S3Storage, Storage
 from destinations.base import (
@@ -29,6 +29,7 @@ from destinations.base import (
 )
 from destinations.registry import register
 from router.config import Destination
+from router.spec import format_timestamp
 
 __all__ = [
     "ArchiveDestination",
@@ -119,7 +120,7 @@ class ArchiveDestination(DestinationPlugin[ArchiveSettings, ArchiveFile, Written
             sha256=digest,
             first_received_at=request.first_received_at,
             last_received_at=request.last_received_at,
-            written_at=iso(datetime.now(UTC)) or "",
+            written_at=format_timestamp(datetime.now(UTC)),
             message_ids=request.message_ids,
         )
         # Second, so that a manifest always describes a complete data file.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import orjson
 
@@ -47,7 +46,8 @@ class _Open:
     lines: list[bytes]
     ids: list[str]
     covers: list[int]
-    times: list[datetime]
+    first: str | None = None
+    last: str | None = None
     size: int = 0
 
 
@@ -59,7 +59,9 @@ class ArchiveEncoder:
         """``sources[i]`` is the source of ``events[i]``."""
         failed: dict[int, DestinationError] = {}
         files: list[ArchiveFile] = []
-        open_files: dict[tuple[str, str], _Open] = {}
+        open_files: dict[str, _Open] = {}
+        # One partition string per (source, hour), not one formatted per event.
+        partitions: dict[tuple[str, str | None], str] = {}
         for position, (event, source) in enumerate(zip(events, sources, strict=True)):
             try:
                 line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
@@ -67,35 +69,39 @@ class ArchiveEncoder:
                 failed[position] = EncodeError(f"event is not JSON-serializable: {exc}")
                 continue
             moment = layout.event_time(event)
-            where = layout.partition(source, moment)
-            current = open_files.get((source, where))
+            hour = (source, moment[:13] if moment else None)
+            where = partitions.get(hour)
+            if where is None:
+                where = partitions[hour] = layout.partition(source, moment)
+            current = open_files.get(where)
             if current is not None and current.size + len(line) > self.max_file_bytes:
                 files.append(_close(current, source))
                 current = None
             if current is None:
-                current = open_files[(source, where)] = _Open(where, [], [], [], [])
+                current = open_files[where] = _Open(where, [], [], [])
             current.lines.append(line)
             current.ids.append(layout.line_id(event, line))
             current.covers.append(position)
             if moment is not None:
-                current.times.append(moment)
+                if current.first is None or moment < current.first:
+                    current.first = moment
+                if current.last is None or moment > current.last:
+                    current.last = moment
             current.size += len(line)
-        files.extend(_close(current, source) for (source, _), current in open_files.items())
+        files.extend(_close(current, sources[current.covers[0]]) for current in open_files.values())
         # Files in the order of their first event: deterministic, and oldest first.
         files.sort(key=lambda f: f.covers[0])
         return Encoded(files, failed)
 
 
 def _close(current: _Open, source: str) -> ArchiveFile:
-    first = min(current.times) if current.times else None
-    last = max(current.times) if current.times else None
     return ArchiveFile(
         partition=current.partition,
-        stem=layout.file_stem(first, current.ids),
+        stem=layout.file_stem(current.first, current.ids),
         source=source,
         lines=b"".join(current.lines),
         message_ids=tuple(current.ids),
         covers=tuple(current.covers),
-        first_received_at=layout.iso(first),
-        last_received_at=layout.iso(last),
+        first_received_at=current.first,
+        last_received_at=current.last,
     )

@@ -23,14 +23,14 @@ Layout under the root (a directory, or a bucket plus prefix)::
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from router.spec import InvalidEvent, parse_timestamp
+from router.spec import InvalidEvent, format_timestamp, parse_timestamp
 
 DATA_SUFFIX = ".jsonl.gz"
 MANIFEST_SUFFIX = ".json"
@@ -41,29 +41,41 @@ MISSING = "__HIVE_DEFAULT_PARTITION__"
 MANIFEST_VERSION = 1
 
 
-def event_time(event: dict[str, Any]) -> datetime | None:
-    """``receivedAt``, else ``timestamp``, as an aware UTC datetime; None if neither parses."""
+#: The form the router writes timestamps in (UTC, milliseconds): sliced without parsing.
+_CANONICAL = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+
+
+def event_time(event: dict[str, Any]) -> str | None:
+    """``receivedAt``, else ``timestamp``, as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` in UTC.
+
+    None if neither is a readable timestamp. Strings in this form sort in time order.
+    """
     for field in ("receivedAt", "timestamp"):
         value = event.get(field)
-        if isinstance(value, str):
-            try:
-                return parse_timestamp(value, field).astimezone(UTC)
-            except InvalidEvent:
-                continue
+        if not isinstance(value, str):
+            continue
+        if _CANONICAL.match(value):
+            return value  # the router's own stamps: no parsing on the hot path
+        try:
+            return format_timestamp(parse_timestamp(value, field))
+        except InvalidEvent:
+            continue
     return None
 
 
-def partition(source: str, moment: datetime | None) -> str:
+def partition(source: str, moment: str | None) -> str:
+    """``source=<id>/date=YYYY-MM-DD/hour=HH`` for a time from :func:`event_time`."""
     if moment is None:
         return f"source={source}/date={MISSING}/hour={MISSING}"
-    return f"source={source}/date={moment:%Y-%m-%d}/hour={moment:%H}"
+    return f"source={source}/date={moment[:10]}/hour={moment[11:13]}"
 
 
-def file_stem(first: datetime | None, message_ids: Sequence[str]) -> str:
+def file_stem(first: str | None, message_ids: Sequence[str]) -> str:
     digest = hashlib.sha256("\n".join(message_ids).encode()).hexdigest()[:16]
     if first is None:
         return f"unknown-{digest}"
-    return f"{first:%Y%m%dT%H%M%S}{first.microsecond // 1000:03d}Z-{digest}"
+    compact = first[:4] + first[5:7] + first[8:10] + "T" + first[11:13] + first[14:16]
+    return f"{compact}{first[17:19]}{first[20:23]}Z-{digest}"
 
 
 def data_key(partition_path: str, stem: str) -> str:
@@ -86,12 +98,6 @@ def line_id(event: dict[str, Any], line: bytes) -> str:
     if isinstance(value, str) and value:
         return value
     return "sha256-" + hashlib.sha256(line.rstrip(b"\n")).hexdigest()
-
-
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
 
 
 @dataclass(frozen=True, slots=True)
