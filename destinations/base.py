@@ -50,6 +50,28 @@ __all__ = ["CALL_TYPES", "Event"]
 CALL_TYPES: frozenset[str] = EVENT_TYPES
 
 
+class EventBatch(list[Event]):
+    """The events handed to one :meth:`DestinationPlugin.encode`, with each event's JSON
+    exactly as it was read from ``dest.<id>`` (``raw``, same order).
+
+    A plugin that forwards events unchanged (the webhook, Kafka, an archive) may splice these
+    bytes into its request instead of serializing the events again; a plugin must never
+    assume ``raw`` is there (tests and tools pass plain lists).
+    """
+
+    __slots__ = ("raw",)
+
+    def __init__(self, events: list[Event], raw: list[bytes]) -> None:
+        super().__init__(events)
+        self.raw = raw
+
+
+def raw_events(events: Sequence[Event]) -> list[bytes] | None:
+    """The events' bytes as read from Kafka, when the caller passed an :class:`EventBatch`."""
+    raw = getattr(events, "raw", None)
+    return raw if isinstance(raw, list) and len(raw) == len(events) else None
+
+
 class Request(Protocol):
     """What every request type has: the positions of the events it carries.
 

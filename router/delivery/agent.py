@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from destinations.base import AnyPlugin, InvalidSettings, PluginContext
 from destinations.http import HttpClient
 from destinations.registry import get_plugin
+from router import gc_tuning
 from router.broker.clients import BatchSender, make_producer
 from router.broker.topics import Topics, ensure_topics, topics_for
 from router.config import Destination, Workspace
@@ -107,6 +108,7 @@ class DeliveryAgent(RoleBase):
             return
         plugins = self._build_plugins()
         self._started = True
+        gc_tuning.acquire()
         try:
             await self.http.start()
             names: list[str] = [self.topics.status]
@@ -190,6 +192,15 @@ class DeliveryAgent(RoleBase):
             except Exception:
                 logger.exception("destination %s did not stop cleanly", dest_id)
         await self.http.close()
+        gc_tuning.release()
+
+    def failure(self) -> str | None:
+        """The first lane that stopped delivering for good, if any."""
+        for lane in self.lanes.values():
+            reason = lane.failure()
+            if reason:
+                return reason
+        return None
 
     def health(self) -> tuple[bool, str]:
         if not self.lanes:

@@ -10,10 +10,12 @@ nothing is in flight.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from router.observability.histogram import BatchHistogram
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 
@@ -83,11 +85,11 @@ class DeliveryMetrics:
             ["destination"],
             registry=registry,
         )
-        self.latency = Histogram(
+        self.latency = BatchHistogram(
             "router_delivery_latency_seconds",
             "End to end, from the event's receivedAt to the destination accepting it",
             ["destination"],
-            buckets=LATENCY_BUCKETS,
+            LATENCY_BUCKETS,
             registry=registry,
         )
         self.requests = Counter(
@@ -122,7 +124,6 @@ class DeliveryMetrics:
         self._retries = _Children(self.retries)
         self._dead_letters = _Children(self.dead_letters)
         self._in_flight = _Children(self.in_flight)
-        self._latency = _Children(self.latency)
         self._requests = _Children(self.requests)
         self._request_seconds = _Children(self.request_seconds)
         self._lag = _Children(self.lag)
@@ -132,16 +133,11 @@ class DeliveryMetrics:
         if count:
             self._received(destination, origin).inc(count)
 
-    def on_delivered(self, destination: str, latencies: Iterable[float | None]) -> None:
+    def on_delivered(self, destination: str, latencies: Sequence[float | None]) -> None:
         """One call per accepted request; a latency of None (no receivedAt) is not observed."""
-        count = 0
-        histogram = self._latency(destination)
-        for latency in latencies:
-            count += 1
-            if latency is not None:
-                histogram.observe(max(0.0, latency))
-        if count:
-            self._delivered(destination).inc(count)
+        if latencies:
+            self.latency.observe_many((destination,), latencies)
+            self._delivered(destination).inc(len(latencies))
 
     def on_retry(self, destination: str, reason: str, count: int) -> None:
         if count:
@@ -172,6 +168,6 @@ class DeliveryMetrics:
         self.delivered.labels(destination)
         self.dead_letters.labels(destination)
         self.in_flight.labels(destination).set(0)
-        self.latency.labels(destination)
+        self.latency.touch(destination)
         for origin in ("fresh", "retry"):
             self.received.labels(destination, origin)

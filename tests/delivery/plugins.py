@@ -18,3 +18,10 @@ class PickyWebhook(WebhookDestination):
             if event.get("properties", {}).get("behavior") == "unencodable":
                 raise EncodeError(f"event {event.get('messageId')} cannot be encoded")
         return super().encode(events)
+
+
+@register("test-track-only")
+class TrackOnlyWebhook(WebhookDestination):
+    """A webhook whose partner takes track calls only."""
+
+    call_types = frozenset({"track"})
