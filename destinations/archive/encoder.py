@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import orjson
 
 from destinations.archive import layout
-from destinations.base import DestinationError, Encoded, EncodeError, Event
+from destinations.base import DestinationError, Encoded, EncodeError, Event, raw_events
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +62,19 @@ class ArchiveEncoder:
         open_files: dict[str, _Open] = {}
         # One partition string per (source, hour), not one formatted per event.
         partitions: dict[tuple[str, str | None], str] = {}
+        # The bytes read from dest.<id>, when the lane passed them: not serialized again
+        # (unless they span lines: a JSON line must not).
+        raw = raw_events(events)
         for position, (event, source) in enumerate(zip(events, sources, strict=True)):
-            try:
-                line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
-            except orjson.JSONEncodeError as exc:
-                failed[position] = EncodeError(f"event is not JSON-serializable: {exc}")
-                continue
+            given = raw[position] if raw is not None else None
+            if given is not None and b"\n" not in given and b"\r" not in given:
+                line = given + b"\n"
+            else:
+                try:
+                    line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+                except orjson.JSONEncodeError as exc:
+                    failed[position] = EncodeError(f"event is not JSON-serializable: {exc}")
+                    continue
             moment = layout.event_time(event)
             hour = (source, moment[:13] if moment else None)
             where = partitions.get(hour)

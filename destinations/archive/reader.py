@@ -97,7 +97,9 @@ class ArchiveReader:
     async def _lines(self, listed: ListedFile) -> list[tuple[str, bytes]]:
         stored = await self.storage.read(listed.data_key)
         manifest = listed.manifest
-        lines = gzip.decompress(stored).splitlines()
+        lines = gzip.decompress(stored).split(b"\n")
+        if lines and not lines[-1]:
+            lines.pop()  # the last line's newline
         if hashlib.sha256(stored).hexdigest() == manifest.sha256:
             ids = list(manifest.message_ids)
         else:

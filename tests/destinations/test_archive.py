@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import os
 import signal
 import subprocess
@@ -30,6 +31,7 @@ from destinations.archive.layout import MISSING, Manifest
 from destinations.base import (
     ConnectionFailed,
     Encoded,
+    EventBatch,
     InvalidSettings,
     PermanentError,
     PluginContext,
@@ -45,8 +47,8 @@ from tests.delivery.helpers import (
     running_agent,
     unique_kafka,
 )
+from tests.destinations.outcomes import outcomes
 from tests.destinations.s3_server import S3Server, s3_server
-from tests.kafka_helpers import consume, values
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -174,6 +176,16 @@ def test_files_roll_by_rows_and_age_through_the_lane_batch() -> None:
     assert plugin.flush_interval == 300.0
     default = make_plugin({"directory": "/unused"})
     assert (default.batch_size, default.flush_interval) == (5000, 60.0)
+
+
+def test_lines_are_the_bytes_read_from_kafka() -> None:
+    plugin = make_plugin({"directory": "/unused"})
+    events = [track(0), track(1)]
+    raw = [json.dumps(events[0]).encode(), json.dumps(events[1], indent=2).encode()]
+    [file] = files_of(plugin, EventBatch(events, raw))
+    first, second = file.lines.split(b"\n")[:2]
+    assert first == raw[0]  # spliced as read
+    assert orjson.loads(second) == events[1]  # re-serialized: a JSON line spans one line
 
 
 def test_an_archive_takes_one_source() -> None:
@@ -436,9 +448,8 @@ async def test_agent_archives_to_a_directory(kafka: KafkaSettings, tmp_path: Pat
                 "name": "Archive",
                 "type": "archive",
                 "sources": ["web"],
-                "settings": {"directory": str(root)},
-                # Until the lane batches by the plugin's batch_size, it cuts by this.
-                "delivery": {**FAST_DELIVERY, "batch_size": 100},
+                "settings": {"directory": str(root), "max_file_age": "300ms"},
+                "delivery": FAST_DELIVERY,
             }
         ],
     )
@@ -446,18 +457,13 @@ async def test_agent_archives_to_a_directory(kafka: KafkaSettings, tmp_path: Pat
     events = [track(i, f"2026-11-23T10:{i % 60:02d}:00.000Z") for i in range(30)]
     async with running_agent(workspace, ["archive"]):
         await produce_events(kafka, topics.destination("archive"), events)
-        statuses = values(await consume(kafka, topics.status, expect=30))
-    assert {s["outcome"] for s in statuses} == {"delivered"}
+        decided = await outcomes(kafka, topics.status, events=30)
+    assert set(decided.values()) == {"delivered"}
     storage = LocalStorage(root)
     read = [e async for e in ArchiveReader(storage).events()]
     assert sorted(read, key=lambda e: e["messageId"]) == events
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the delivery lane cuts batches per poll by delivery.batch_size; batching across "
-    "polls by the plugin's batch_size and flush_interval is the lane rework's job",
-)
 async def test_lane_rolls_files_by_the_archive_rows_and_age(
     kafka: KafkaSettings, tmp_path: Path
 ) -> None:
@@ -483,8 +489,8 @@ async def test_lane_rolls_files_by_the_archive_rows_and_age(
         for chunk in ([0, 1, 2], [3, 4, 5, 6], [7, 8, 9]):
             await produce_events(kafka, topics.destination("archive"), [track(i) for i in chunk])
             await asyncio.sleep(0.3)
-        statuses = values(await consume(kafka, topics.status, expect=10, timeout=20))
-    assert {s["outcome"] for s in statuses} == {"delivered"}
+        decided = await outcomes(kafka, topics.status, events=10)
+    assert set(decided.values()) == {"delivered"}
     sizes = sorted(f.manifest.events for f in await reader.files())
     assert sum(sizes) == 10
     # Full files of 4 by rows and the rest by age; how the 10 split depends on whether the

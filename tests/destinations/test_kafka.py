@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from aiokafka import errors as kafka_errors
 from destinations.base import (
     ConnectionFailed,
     Encoded,
+    EventBatch,
     PermanentError,
     PluginContext,
     RetryableError,
@@ -34,6 +36,7 @@ from tests.delivery.helpers import (
     unique_kafka,
 )
 from tests.destinations.kafka_clusters import OtherCluster, create_topic, other_cluster, read_topic
+from tests.destinations.outcomes import outcomes
 from tests.kafka_helpers import consume, values
 
 #: The other cluster refuses records of this topic whose ``properties.total`` is not a number.
@@ -160,6 +163,25 @@ def test_cloudevents_binary() -> None:
         "ce_type": b"segment.track",
         "origin": b"router",
     }
+
+
+def test_the_bytes_read_from_kafka_are_forwarded_as_they_are() -> None:
+    events = sample(2)
+    # As a producer may have written them: not orjson's spacing or key order.
+    raw = [json.dumps(e, indent=None, separators=(", ", ": ")).encode() for e in events]
+    batch = EventBatch(events, raw)
+    segment = encoded(make_plugin({"topic": "out", "bootstrap_servers": "127.0.0.1:1"}), batch)
+    assert [r.value for r in segment.records] == raw
+    structured = encoded(
+        make_plugin(
+            {"topic": "out", "bootstrap_servers": "127.0.0.1:1", "value_format": "cloudevents"}
+        ),
+        batch,
+    )
+    for record, one, original in zip(structured.records, events, raw, strict=True):
+        assert record.value.endswith(b',"data":' + original + b"}")
+        envelope = orjson.loads(record.value)
+        assert envelope["data"] == one and envelope["id"] == one["messageId"]
 
 
 def test_settings_rules() -> None:
@@ -441,10 +463,9 @@ async def test_agent_dead_letters_the_refused_event_alone(
     async with running_agent(workspace, ["fwd"]):
         await produce_events(kafka, topics.destination("fwd"), events)
         dead = values(await consume(kafka, topics.dead_letter("fwd"), expect=1))
-        statuses = values(await consume(kafka, topics.status, expect=10))
+        decided = await outcomes(kafka, topics.status, events=10)
     assert [d["messageId"] for d in dead] == [events[4]["messageId"]]
     assert dead[0]["reason"] == "record_refused"
     assert "refused the record" in dead[0]["error"]["message"]
-    outcomes = {s["messageId"]: s["outcome"] for s in statuses}
-    assert outcomes.pop(events[4]["messageId"]) == "dlq"
-    assert set(outcomes.values()) == {"delivered"} and len(outcomes) == 9
+    assert decided.pop(("fwd", events[4]["messageId"])) == "dlq"
+    assert set(decided.values()) == {"delivered"} and len(decided) == 9

@@ -15,7 +15,8 @@ from router.processor import Processor
 from router.workspace import validate_workspace
 from tests.delivery.helpers import FAST_DELIVERY, running_agent, unique_kafka
 from tests.destinations.kafka_clusters import create_topic, read_topic
-from tests.kafka_helpers import consume, produce, values
+from tests.destinations.outcomes import outcomes
+from tests.kafka_helpers import produce
 
 KEY = "wk-streams"
 
@@ -60,7 +61,7 @@ async def test_events_reach_a_kafka_topic_and_the_archive(
                     "name": "Archive",
                     "type": "archive",
                     "sources": ["shop"],
-                    "settings": {"directory": str(archive_dir)},
+                    "settings": {"directory": str(archive_dir), "max_file_age": "300ms"},
                     "filters": [{"type": "drop_properties", "fields": ["properties.email"]}],
                     "delivery": delivery,
                 },
@@ -75,9 +76,12 @@ async def test_events_reach_a_kafka_topic_and_the_archive(
         running_agent(workspace, ["orders-topic", "archive"]),
     ):
         await produce(kafka, topics.raw, sent, headers=[("write-key", KEY.encode())])
-        statuses = values(await consume(kafka, topics.status, expect=30, timeout=40))
-    assert len(statuses) == 30  # 10 orders forwarded, 20 events archived
-    assert {s["outcome"] for s in statuses} == {"delivered"}
+        # 10 orders forwarded, 20 events archived.
+        decided = await outcomes(kafka, topics.status, events=30, timeout=40)
+    assert set(decided.values()) == {"delivered"}
+    assert sorted(m for d, m in decided if d == "orders-topic") == sorted(
+        f"e2e-{i}" for i in range(0, 20, 2)
+    )
 
     forwarded = await read_topic(kafka.bootstrap_servers or "", target, expect=10)
     envelopes = [orjson.loads(r.value) for r in forwarded]
