@@ -24,8 +24,8 @@ from destinations.base import (
     DestinationPlugin,
     Encoded,
     Event,
-    InvalidSettings,
     PluginContext,
+    event_sources,
 )
 from destinations.registry import register
 from router.config import Destination
@@ -72,15 +72,9 @@ class ArchiveDestination(DestinationPlugin[ArchiveSettings, ArchiveFile, Written
 
     def __init__(self, destination: Destination, context: PluginContext) -> None:
         super().__init__(destination, context)
-        if len(destination.sources) != 1:
-            # Files are partitioned by source, and a plugin is not told an event's source
-            # (the `source` header of dest.<id> stays in the lane): one source per archive.
-            raise InvalidSettings(
-                f"destination {destination.id!r}: an archive takes exactly one source (files "
-                f"are partitioned by source); add one archive destination per source",
-                [("sources", "an archive takes exactly one source")],
-            )
-        self.source = destination.sources[0]
+        #: For events whose record names no source (written to dest.<id> by hand): the
+        #: destination's first source, which is the only one in the common case.
+        self.default_source = destination.sources[0]
         self.encoder = ArchiveEncoder(max_file_bytes=self.settings.max_file_bytes)
         self.storage = open_storage(self.settings, timeout=self.timeout)
 
@@ -104,7 +98,12 @@ class ArchiveDestination(DestinationPlugin[ArchiveSettings, ArchiveFile, Written
         return await self.storage.health()
 
     def encode(self, events: Sequence[Event]) -> Encoded[ArchiveFile]:
-        return self.encoder.encode(events, [self.source] * len(events))
+        sources = event_sources(events)
+        fallback = self.default_source
+        return self.encoder.encode(
+            events,
+            [s or fallback for s in sources] if sources else [fallback] * len(events),
+        )
 
     async def send(self, request: ArchiveFile) -> WrittenFile:
         started = time.monotonic()

@@ -375,7 +375,11 @@ class DestinationLane:
         )
 
     async def _send(self, items: list[InFlight]) -> list[Settled]:
-        events = EventBatch([cast(Event, item.event) for item in items], [i.raw for i in items])
+        events = EventBatch(
+            [cast(Event, item.event) for item in items],
+            [item.raw for item in items],
+            [item.source_id for item in items],
+        )
         try:
             encoded = self.plugin.encode(events)
         except DestinationError as exc:

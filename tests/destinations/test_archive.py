@@ -32,7 +32,6 @@ from destinations.base import (
     ConnectionFailed,
     Encoded,
     EventBatch,
-    InvalidSettings,
     PermanentError,
     PluginContext,
     RetryableError,
@@ -188,10 +187,16 @@ def test_lines_are_the_bytes_read_from_kafka() -> None:
     assert orjson.loads(second) == events[1]  # re-serialized: a JSON line spans one line
 
 
-def test_an_archive_takes_one_source() -> None:
-    with pytest.raises(InvalidSettings) as caught:
-        make_plugin({"directory": "/unused"}, sources=["web", "app"])
-    assert caught.value.problems == [("sources", "an archive takes exactly one source")]
+def test_each_event_lands_under_its_own_source() -> None:
+    plugin = make_plugin({"directory": "/unused"}, sources=["web", "app"])
+    events = [track(0), track(1), track(2)]
+    raw = [orjson.dumps(e) for e in events]
+    files = files_of(plugin, EventBatch(events, raw, ["app", "web", None]))
+    by_source = {f.source: sorted(f.message_ids) for f in files}
+    assert by_source == {
+        "app": [events[0]["messageId"]],
+        "web": sorted([events[1]["messageId"], events[2]["messageId"]]),  # None: the first
+    }
 
 
 # ---------------------------------------------------------------- local directory
