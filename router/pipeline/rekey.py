@@ -17,9 +17,10 @@ point there, and ``receivedAt`` comes from its time), and the original headers a
 
 Readers of ``events.raw`` other than the router (replay tools, archives) must not count an
 event twice: a record of ``events.raw`` outside its user's partition was moved, and the copy
-that counts is the one on ``events.rekeyed`` whose ``router-origin`` names it. A replay that
-re-writes ``events.raw`` records as they are is safe too: the router moves them again under the
-same messageId, and dedup drops the ones already delivered within the window.
+that counts is the one on ``events.rekeyed`` whose ``router-origin`` names it. Re-writing
+originals to ``events.raw`` is safe within the window for events that carry a messageId (dedup
+drops those already delivered); one without gets a new id at its new offset, so replays should
+send the messageId the event was delivered with.
 """
 
 from __future__ import annotations
