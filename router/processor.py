@@ -239,11 +239,15 @@ class Processor(RoleBase):
         pending = result.pending_keys
         try:
             acked = await self._sender.submit(result.outputs)
-            logged = (
-                await self._changelog.submit(pending, stamp, following)
-                if pending
-                else _logged_nothing()
-            )
+            try:
+                logged = (
+                    await self._changelog.submit(pending, stamp, following)
+                    if pending
+                    else _logged_nothing()
+                )
+            except KafkaError:
+                acked.cancel()  # the batch is redone whole
+                raise
         except KafkaError:
             self.dedup.forget(pending)
             self._in_flight.append(_InFlight(first, following, result, _failed(), started))
@@ -341,6 +345,8 @@ class Processor(RoleBase):
             )
         self._owned = paired
         resume = [tp for tp in assigned if tp.partition in paired]
+        if self._restoring is not None:
+            self._restoring.cancel()  # normally stopped when partitions were revoked
         if not self.dedup.enabled:
             consumer.resume(*resume)
             return
@@ -371,6 +377,12 @@ class Processor(RoleBase):
             except KafkaError as exc:
                 # Kept paused: a delay, never a duplicate checked against a store behind.
                 logger.warning("dedup restore failed, retrying: %s", exc)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                if self._stopping.is_set():
+                    return
+            except Exception:  # logged with its traceback: the partitions stay paused
+                logger.exception("dedup restore failed, retrying")
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 if self._stopping.is_set():
