@@ -91,8 +91,9 @@ class DedupChangelog:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=20,
-            max_partition_fetch_bytes=8 << 20,
-            fetch_max_bytes=64 << 20,
+            # An entry holds up to 512 KiB of keys: bound what is buffered at once.
+            max_partition_fetch_bytes=4 << 20,
+            fetch_max_bytes=16 << 20,
         )
         await reader.start()
         written = 0
@@ -115,7 +116,7 @@ class DedupChangelog:
                     self.dedup.apply(partition, (), committed[partition], start)
             idle_since = time.monotonic()
             while reading:
-                fetched = await reader.getmany(*reading, timeout_ms=200, max_records=2000)
+                fetched = await reader.getmany(*reading, timeout_ms=200, max_records=64)
                 if fetched:
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > _GIVE_UP_IDLE:

@@ -22,7 +22,7 @@ was written to and whichever processor instance reads it. Three parts make it ho
   whose input offsets were never committed are skipped there: such a batch is read again by
   the new owner, and its entry may stand for outputs that were never acknowledged.
 
-Order decides correctness (design.md): the processor produces a batch's outputs, awaits their
+Order decides correctness: the processor produces a batch's outputs, awaits their
 acks, *then* calls :meth:`Deduplicator.remember`, then commits offsets. A crash before
 ``remember`` replays the batch and delivers duplicates (allowed: at-least-once); remembering
 before the acks could drop an event on replay (never allowed). The changelog keeps that order
