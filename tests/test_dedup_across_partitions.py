@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka import Producer as ConfluentProducer
 from prometheus_client import CollectorRegistry
 
 from router.broker.assignor import CopartitionedAssignor
 from router.broker.partitioning import key_partition
-from router.broker.topics import Topics
+from router.broker.topics import Topics, ensure_topics
 from router.config import KafkaSettings, Workspace
 from router.processor import Processor
 from router.workspace import validate_workspace
@@ -274,3 +275,11 @@ async def test_two_processors_with_rebalances_deliver_each_event_once(
             await a.stop()
         await b.stop()
     assert_exactly_once(ids, {e["messageId"] for e in wave1 + wave2 + wave3})
+
+
+async def test_internal_topics_must_match_events_raw(kafka: KafkaSettings, tmp_path: Path) -> None:
+    topics = Topics(kafka.topic_prefix)
+    # events.rekeyed made by hand with fewer partitions than events.raw will get.
+    await ensure_topics(kafka.model_copy(update={"partitions": 1}), [topics.rekeyed])
+    with pytest.raises(RuntimeError, match=r"events\.rekeyed has 1 partitions and .* has 2"):
+        await Processor(workspace(kafka, tmp_path), CollectorRegistry()).start()
