@@ -347,7 +347,7 @@ class Processor(RoleBase):
         resume = [tp for tp in assigned if tp.partition in paired]
         if self._restoring is not None:
             self._restoring.cancel()  # normally stopped when partitions were revoked
-        if not self.dedup.enabled:
+        if not self.dedup.enabled or not paired:
             consumer.resume(*resume)
             return
         self.dedup.open(paired)
