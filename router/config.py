@@ -67,7 +67,9 @@ class SecretRegistry(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self._values:
             message = self.redact(record.getMessage())
-            record.msg, record.args = message, None
+            # An empty tuple, not None: mode's formatter (the faust worker's) wraps a None
+            # into (None,) and formatting then fails on every record.
+            record.msg, record.args = message, ()
         return True
 
     def install(self) -> None:

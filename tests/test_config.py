@@ -156,3 +156,23 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_workspace(path)
     assert info.value.problems[0][0].startswith("line ")
+
+
+def test_masked_records_format_under_the_faust_workers_formatter() -> None:
+    """Once a secret is registered every record is rewritten; mode's formatter (which hosts
+    the roles) must still format it."""
+    import io
+    import logging
+
+    from mode.utils.logging import ExtensionFormatter
+
+    from router.config import SecretRegistry
+
+    registry = SecretRegistry()
+    registry.add("s3cr3t-value")
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "token %s, port %d", ("s3cr3t-value", 9), None
+    )
+    assert registry.filter(record)
+    formatted = ExtensionFormatter(stream=io.StringIO(), fmt="%(message)s").format(record)
+    assert formatted == "token ***, port 9"
