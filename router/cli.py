@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--host", default="127.0.0.1")
     gateway.add_argument("--port", type=int, default=8080)
 
+    ops = commands.add_parser(
+        "ops", help="the operations console: debugger, Event Delivery, dead letters (API and page)"
+    )
+    _add_common(ops)
+
     check = commands.add_parser("check-config", help="validate a workspace file and exit")
     check.add_argument("file", nargs="?", help="workspace YAML (default: $ROUTER_CONFIG)")
 
@@ -161,6 +166,10 @@ def _roles_for(
                 produce_timeout=limits.produce_timeout,
             )
         )
+    if command in ("run", "ops"):
+        from router.ops.console import Console
+
+        roles.append(Console(workspace, registry))
     if command == "run" and args.demo:
         from router.demo import DemoTraffic
 
@@ -196,7 +205,17 @@ def _serve(command: str, args: argparse.Namespace) -> int:
         )
     try:
         roles = _roles_for(command, args, workspace, REGISTRY)
-        ops = OpsServer(REGISTRY, roles, host=args.ops_host, port=args.ops_port)
+        from router.ops.console import Console
+
+        console = next((role for role in roles if isinstance(role, Console)), None)
+        ops = OpsServer(
+            REGISTRY,
+            roles,
+            host=args.ops_host,
+            port=args.ops_port,
+            console=console,
+            settings=workspace.ops,
+        )
         suffix = "-".join(args.destination) if command == "deliver" and args.destination else ""
         app_id = f"{workspace.kafka.client_id}-{command}{'-' + suffix if suffix else ''}"
         app = build_app(app_id, workspace.kafka, roles, ops=ops)

@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     field_validator,
     model_validator,
 )
@@ -344,10 +345,29 @@ class GatewaySettings(Model):
     produce_timeout: Duration = 10.0
 
 
+class OpsSettings(Model):
+    """The operations console (``router ops``, part of ``router run``) and its API."""
+
+    #: ``Authorization: Bearer <token>`` for ``/api/v1/*`` and the page's data. Without it
+    #: the console answers 401 to everything but health and metrics.
+    admin_token: SecretStr | None = Field(default=None, min_length=16)
+    #: Also require the token on ``/metrics`` (Prometheus: ``authorization`` in the scrape).
+    protect_metrics: bool = False
+    #: How long the Event Delivery, violations and per-event history are kept (and the
+    #: longest window the console answers for).
+    retention: Duration = Field(default=7 * 86400.0, ge=900)
+    #: Events the source debugger keeps per source, and how far back it reads at start.
+    debugger_events: int = Field(default=500, ge=1, le=10_000)
+    debugger_lookback: Duration = 900.0
+    #: Where the console keeps its folded state; default ``<processor.state_dir>/ops``.
+    state_dir: str | None = None
+
+
 class Workspace(Model):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
     sources: list[Source] = Field(min_length=1)
     destinations: list[Destination] = Field(default_factory=list)
     tracking_plans: list[TrackingPlan] = Field(default_factory=list)
