@@ -350,7 +350,7 @@ class OpsSettings(Model):
 
     #: ``Authorization: Bearer <token>`` for ``/api/v1/*`` and the page's data. Without it
     #: the console answers 401 to everything but health and metrics.
-    admin_token: SecretStr | None = Field(default=None, min_length=16)
+    admin_token: SecretStr | None = None
     #: Also require the token on ``/metrics`` (Prometheus: ``authorization`` in the scrape).
     protect_metrics: bool = False
     #: How long the Event Delivery, violations and per-event history are kept (and the
@@ -361,6 +361,13 @@ class OpsSettings(Model):
     debugger_lookback: Duration = 900.0
     #: Where the console keeps its folded state; default ``<processor.state_dir>/ops``.
     state_dir: str | None = None
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("the admin token must be at least 16 characters")
+        return value
 
 
 class Workspace(Model):
