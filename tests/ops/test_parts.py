@@ -232,3 +232,17 @@ def test_one_bad_record_never_stops_the_debugger(tmp_path: Path) -> None:
     # Left out, or (once the decode stage rejects it) listed as rejected: never fatal.
     kept = [e.message_id for e in tail.entries["web"] if e.rejected is None]
     assert kept == ["g0", "g1", "g2"]
+
+
+def test_debugger_decodes_only_what_it_can_keep(tmp_path: Path) -> None:
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:9")
+    ws = workspace(kafka, tmp_path, [hook("hook", "http://127.0.0.1:9/h")])
+    tail = SourceTail(Explainer(ws, Topics()), kafka, Topics(), size=5, lookback=60)
+    records = [
+        _record(i, {"type": "track", "event": "E", "userId": "u", "messageId": f"m{i}"})
+        for i in range(50)
+    ]
+    assert [r.offset for r in tail.newest(records)] == [45, 46, 47, 48, 49]
+    tail.add(records)
+    assert [e.message_id for e in tail.entries["web"]] == [f"m{i}" for i in range(45, 50)]
+    assert tail.read == 50
