@@ -231,8 +231,8 @@ class Processor(RoleBase):
 
     async def _refresh_lag(self, consumer: AIOKafkaConsumer) -> None:
         """Records of events.raw and events.rekeyed not yet taken, once a second, for the lag
-        gauge (the high
-        watermark of each fetch answer is right on every broker; ListOffsets is not on Tansu)."""
+        gauge (the high watermark of each fetch answer is right on every broker; ListOffsets
+        is not on Tansu)."""
         now = time.monotonic()
         if now - self._last_lag_check < 1.0:
             return
