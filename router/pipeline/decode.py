@@ -98,7 +98,7 @@ def decode(
             continue
         header_key = None
         # Set on copies the re-keying stage wrote to events.rekeyed (see router.pipeline.rekey).
-        carried_id: bytes | None = None
+        carried_id: bytes | None = None  # (header values may be None: nothing is assumed)
         origin: tuple[int, int, int] | None = None
         headers = record.headers or ()
         for name, value in headers:
@@ -144,7 +144,7 @@ def decode(
                     datetime.fromtimestamp(timestamp_ms / 1000, UTC),
                     default_id=(
                         carried_id.decode("utf-8", "replace")
-                        if carried_id
+                        if isinstance(carried_id, bytes) and carried_id
                         else str(
                             uuid.uuid5(
                                 _MESSAGE_ID_NAMESPACE,

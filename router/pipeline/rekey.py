@@ -81,13 +81,24 @@ def _moved_record(env: Envelope, key: bytes, partition: int, topic: str) -> OutR
     return OutRecord(topic, key, env.raw, headers, partition, origin[2])
 
 
-def parse_origin(value: bytes) -> tuple[int, int, int] | None:
-    """``partition:offset:timestamp`` from a ``router-origin`` header; None if malformed."""
+# Record timestamps a datetime can hold (up to the end of year 9999, in ms).
+_MAX_TIMESTAMP_MS = 253_402_300_799_999
+
+
+def parse_origin(value: bytes | None) -> tuple[int, int, int] | None:
+    """``partition:offset:timestamp`` from a ``router-origin`` header; None if malformed.
+
+    Anyone can write headers to events.raw: a value the router would not write is ignored.
+    """
+    if not isinstance(value, bytes):
+        return None
     parts = value.split(b":")
     if len(parts) != 3:
         return None
     try:
         partition, offset, timestamp = (int(p) for p in parts)
     except ValueError:
+        return None
+    if min(partition, offset, timestamp) < 0 or timestamp > _MAX_TIMESTAMP_MS:
         return None
     return partition, offset, timestamp

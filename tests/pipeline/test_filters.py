@@ -119,7 +119,10 @@ def test_drop_properties_copy_on_write_with_array_fan_out() -> None:
     assert out["context"]["library"] is event["context"]["library"]
     assert out["traits"] is event["traits"]
     assert {k: out[k] for k in ("type", "event", "userId", "messageId")} == {
-        "type": "track", "event": "Order Completed", "userId": "u1", "messageId": "m1",
+        "type": "track",
+        "event": "Order Completed",
+        "userId": "u1",
+        "messageId": "m1",
     }
 
 

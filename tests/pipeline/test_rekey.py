@@ -166,3 +166,19 @@ def test_one_partition_or_no_dedup_moves_nothing(tmp_path: Path, pipeline: Pipel
         assert [r.topic for r in result.outputs] == [TOPICS.destination("hook")]
         if dedup is not None:
             dedup.close()
+
+
+def test_router_headers_written_by_anyone_cannot_break_a_batch(pipeline: Pipeline) -> None:
+    user = "user-5"
+    odd_headers: list[list[tuple[str, Any]]] = [
+        [(ORIGIN_HEADER, b"1:2:99999999999999999999"), (MESSAGE_ID_HEADER, None)],
+        [(ORIGIN_HEADER, None), (MESSAGE_ID_HEADER, b"")],
+        [(ORIGIN_HEADER, b"-1:x:3"), (MESSAGE_ID_HEADER, b"\xff\xfe")],
+    ]
+    records = [
+        Record(event(user), home(user), i, headers=[("write-key", b"wk"), *headers])
+        for i, headers in enumerate(odd_headers)
+    ]
+    result = pipeline.process(records)
+    routed = [orjson.loads(r.value) for r in result.outputs]
+    assert len(routed) == 3 and all(e["messageId"] for e in routed)
