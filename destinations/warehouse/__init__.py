@@ -23,6 +23,7 @@ from destinations.base import (
     EncodeError,
     Event,
     InvalidSettings,
+    PartnerResponse,
     PermanentError,
     PluginContext,
 )
@@ -173,6 +174,8 @@ class WarehouseDestination(DestinationPlugin[WarehouseSettings, LoadRequest, Loa
     def describe_response(
         self, response: LoadResult, *, limit: int | None = None
     ) -> dict[str, Any]:
+        if isinstance(response, PartnerResponse):  # not ours; described as HTTP, redacted
+            return self._describe_http_response(response, limit)
         if not isinstance(response, LoadResult):
             return super().describe_response(response, limit=limit)
         return {
