@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--user-id", default="test-user")
     send.add_argument("--properties", default="{}", help="JSON object")
     send.add_argument("--count", type=int, default=1)
+
+    from destinations.warehouse.cli import add_warehouse_parser
+
+    add_warehouse_parser(commands)
     return parser
 
 
@@ -295,6 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_config(args)
         if args.command == "send":
             return asyncio.run(_send(args))
+        if args.command == "warehouse":
+            from destinations.warehouse.cli import run_warehouse
+
+            return run_warehouse(args, _load(args))
         return _serve(args.command, args)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
