@@ -59,9 +59,10 @@ def _literal(text: str) -> str:
 
 
 class DuckDBTransaction(Transaction):
-    def __init__(self, connection: duckdb.DuckDBPyConnection, stage_dir: str) -> None:
+    def __init__(self, connection: duckdb.DuckDBPyConnection, stage_dir: str, catalog: str) -> None:
         self.connection = connection
         self.stage_dir = stage_dir
+        self.catalog = catalog
 
     async def _run(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
         def run() -> list[tuple[Any, ...]]:
@@ -118,7 +119,8 @@ class DuckDBTransaction(Transaction):
                     f"read_json({_literal(path)}, format = 'newline_delimited', "
                     f"columns = {{{types}}})"
                 )
-                result = self.connection.execute(sql.insert(load, source)).fetchone()
+                statement = sql.insert(load, self.qualified(load.table), source)
+                result = self.connection.execute(statement).fetchone()
                 return int(result[0]) if result else 0
             finally:
                 with contextlib.suppress(OSError):
@@ -128,7 +130,7 @@ class DuckDBTransaction(Transaction):
 
     async def delete(self, table: TableRef, column: str, value: str) -> int:
         rows = await self._run(
-            f"DELETE FROM {sql.qualified(table)} WHERE {quote(column)} = ?",  # noqa: S608
+            f"DELETE FROM {self.qualified(table)} WHERE {quote(column)} = ?",  # noqa: S608
             value,
         )
         return int(rows[0][0]) if rows else 0
@@ -155,9 +157,12 @@ class DuckDBBackend(Backend):
         )
         try:
             await asyncio.to_thread(connection.execute, "BEGIN TRANSACTION")
-            stage_dir = tempfile.gettempdir()
+            found = await asyncio.to_thread(
+                lambda: connection.execute("SELECT current_database()").fetchone()
+            )
+            catalog = str(found[0]) if found else self.path.stem
             try:
-                yield DuckDBTransaction(connection, stage_dir)
+                yield DuckDBTransaction(connection, tempfile.gettempdir(), catalog)
             except BaseException:
                 with contextlib.suppress(duckdb.Error):
                     await asyncio.to_thread(connection.execute, "ROLLBACK")

@@ -73,6 +73,12 @@ class TableStats:
 class Transaction(ABC):
     """One open transaction on the warehouse (the backend commits when the block ends)."""
 
+    #: Qualifies table names in statements (DuckDB: the file's catalog too, see sql.qualified).
+    catalog: str | None = None
+
+    def qualified(self, table: TableRef) -> str:
+        return sql.qualified(table, self.catalog)
+
     @abstractmethod
     async def execute(self, statement: str) -> None: ...
 
@@ -290,18 +296,18 @@ class Warehouse:
     async def _evolve(self, tx: Transaction, evolution: Evolution) -> None:
         types = self.backend.dialect.type_name
         for schema in evolution.schemas:
-            await tx.execute(sql.create_schema(schema))
+            await tx.execute(sql.create_schema(schema, tx.catalog))
         for table, columns in evolution.tables.items():
             key = key_of(table.name)
             typed = [(name, types(kind)) for name, kind in columns.items()]
-            await tx.execute(sql.create_table(table, typed, key))
+            await tx.execute(sql.create_table(tx.qualified(table), typed, key))
             # Another writer may have created the table first, with fewer columns.
             for name, sql_type in typed:
                 if name not in key:
-                    await tx.execute(sql.add_column(table, name, sql_type))
+                    await tx.execute(sql.add_column(tx.qualified(table), name, sql_type))
         for table, columns in evolution.columns.items():
             for name, kind in columns.items():
-                await tx.execute(sql.add_column(table, name, types(kind)))
+                await tx.execute(sql.add_column(tx.qualified(table), name, types(kind)))
 
     # ------------------------------------------------------------ reading and deleting
 
@@ -315,7 +321,7 @@ class Warehouse:
         statements = [sql.create_schema(schema) for schema in sorted({t.schema for t in tables})]
         for table in sorted(tables):
             columns = list(tables[table].items())
-            statements.append(sql.create_table(table, columns, key_of(table.name)))
+            statements.append(sql.create_table(sql.qualified(table), columns, key_of(table.name)))
         return statements
 
     async def stats(self, schemas: Collection[str]) -> list[TableStats]:
@@ -326,7 +332,7 @@ class Warehouse:
             for table in sorted(tables):
                 newest = "max(received_at)" if "received_at" in tables[table] else "NULL"
                 _, rows = await tx.query(
-                    f"SELECT count(*), {newest} FROM {sql.qualified(table)}"  # noqa: S608
+                    f"SELECT count(*), {newest} FROM {tx.qualified(table)}"  # noqa: S608
                 )
                 count, latest = rows[0]
                 found.append(TableStats(table, int(count), latest))

@@ -95,12 +95,14 @@ class PostgresTransaction(Transaction):
         await self.connection.copy_records_to_table(
             stage, records=load.rows, columns=[name for name, _ in load.columns]
         )
-        status: str = await self.connection.execute(sql.insert(load, stage))
+        status: str = await self.connection.execute(
+            sql.insert(load, self.qualified(load.table), stage)
+        )
         return int(status.rsplit(" ", 1)[-1])
 
     async def delete(self, table: TableRef, column: str, value: str) -> int:
         status: str = await self.connection.execute(
-            f"DELETE FROM {sql.qualified(table)} WHERE {quote(column)} = $1",  # noqa: S608
+            f"DELETE FROM {self.qualified(table)} WHERE {quote(column)} = $1",  # noqa: S608
             value,
         )
         return int(status.rsplit(" ", 1)[-1])

@@ -44,30 +44,35 @@ def kind_of(sql_type: str) -> ColumnType:
     return ColumnType.TEXT
 
 
-def qualified(table: TableRef) -> str:
-    return f"{quote(table.schema)}.{quote(table.name)}"
+def qualified(table: TableRef, catalog: str | None = None) -> str:
+    """``"schema"."table"``, or ``"catalog"."schema"."table"`` where a schema may share its
+    name with a catalog (DuckDB names a file's catalog after the file: ``web.duckdb`` holds
+    catalog ``web``, and then ``web.tracks`` would be ambiguous)."""
+    name = f"{quote(table.schema)}.{quote(table.name)}"
+    return name if catalog is None else f"{quote(catalog)}.{name}"
 
 
-def create_schema(schema: str) -> str:
-    return f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}"
+def create_schema(schema: str, catalog: str | None = None) -> str:
+    name = quote(schema) if catalog is None else f"{quote(catalog)}.{quote(schema)}"
+    return f"CREATE SCHEMA IF NOT EXISTS {name}"
 
 
-def create_table(table: TableRef, columns: Sequence[tuple[str, str]], key: Sequence[str]) -> str:
+def create_table(target: str, columns: Sequence[tuple[str, str]], key: Sequence[str]) -> str:
     """``CREATE TABLE IF NOT EXISTS`` with ``(name, sql type)`` columns and a primary key."""
     body = [
         f"{quote(name)} {sql_type}{' NOT NULL' if name in key else ''}"
         for name, sql_type in columns
     ]
     body.append(f"PRIMARY KEY ({', '.join(quote(k) for k in key)})")
-    return f"CREATE TABLE IF NOT EXISTS {qualified(table)} (\n  " + ",\n  ".join(body) + "\n)"
+    return f"CREATE TABLE IF NOT EXISTS {target} (\n  " + ",\n  ".join(body) + "\n)"
 
 
-def add_column(table: TableRef, name: str, sql_type: str) -> str:
-    return f"ALTER TABLE {qualified(table)} ADD COLUMN IF NOT EXISTS {quote(name)} {sql_type}"
+def add_column(target: str, name: str, sql_type: str) -> str:
+    return f"ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {quote(name)} {sql_type}"
 
 
-def insert(load: TableLoad, source: str) -> str:
-    """Insert the staged rows of ``source`` into ``load.table``.
+def insert(load: TableLoad, target: str, source: str) -> str:
+    """Insert the staged rows of ``source`` into ``target`` (``load.table``, qualified).
 
     Event tables: insert-if-absent on the key (the messageId), so a replayed or duplicated
     batch adds nothing. ``users``/``accounts``: upsert on ``id`` where each column takes the
@@ -77,7 +82,6 @@ def insert(load: TableLoad, source: str) -> str:
     """
     names = [name for name, _ in load.columns]
     listed = ", ".join(quote(n) for n in names)
-    target = qualified(load.table)
     conflict = ", ".join(quote(k) for k in load.key)
     # Every name is a quoted identifier and ``source`` is ours: nothing here comes from a user.
     head = f"INSERT INTO {target} AS t ({listed}) SELECT {listed} FROM {source}"  # noqa: S608

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -347,3 +348,18 @@ async def test_metrics_count_rows_per_table_and_the_last_load(
     assert value("router_warehouse_loads_total", result="loaded") == 2
     last = value("router_warehouse_last_load_timestamp_seconds")
     assert last is not None and abs(last - datetime.now(UTC).timestamp()) < 60
+
+
+async def test_a_duckdb_file_named_like_its_schema_still_loads(tmp_path: Path) -> None:
+    # DuckDB names a file's catalog after the file: web.duckdb holds catalog "web" and
+    # schema "web", so every statement the router runs names the catalog too.
+    plugin = make_plugin({"backend": "duckdb", "path": str(tmp_path / "web.duckdb")})
+    await plugin.start()
+    try:
+        _, rejected = await load(plugin, [track("f-1"), track("f-2")])
+        assert rejected == {}
+        assert await select(plugin, "SELECT count(*) FROM web.web.tracks") == [(2,)]
+        stats = await plugin.warehouse.stats([plugin.schema])
+        assert {str(s.table): s.rows for s in stats}["web.tracks"] == 2
+    finally:
+        await plugin.stop()
