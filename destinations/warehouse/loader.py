@@ -70,8 +70,16 @@ class TableStats:
     newest: datetime | None
 
 
+class RowsExist(Exception):
+    """A straight COPY met an id already stored: load the batch again through staging."""
+
+
 class Transaction(ABC):
     """One open transaction on the warehouse (the backend commits when the block ends)."""
+
+    #: Write rows straight into their table when it may (no staging); :class:`RowsExist`
+    #: if some are there already. Off for the second try of a batch that met stored rows.
+    direct: bool = True
 
     #: Qualifies table names in statements (DuckDB: the file's catalog too, see sql.qualified).
     catalog: str | None = None
@@ -208,6 +216,9 @@ class Warehouse:
         self.metrics = metrics
         self.max_transactions = max_transactions
         self._lock = asyncio.Lock()
+        #: The columns the last load found: batches are cast against them before they wait
+        #: for the lock, so one batch's CPU work overlaps another's database work.
+        self._columns: SchemaState = {}
 
     async def start(self) -> None:
         await self.backend.start()
@@ -220,11 +231,20 @@ class Warehouse:
 
     async def load(self, request: LoadRequest) -> LoadResult:
         """Load ``request``; raise for the whole batch, or name the events left out."""
+        started = time.monotonic()
+        known = self._columns
+        prepared = materialize(request.rows, known, datetime.now(UTC)) if known else None
+        if prepared is not None and prepared.incomplete:
+            prepared = None  # the batch needs DDL: cast it in the transaction, after the DDL
+        preparing = time.monotonic() - started
         async with self._lock:
-            started = time.monotonic()
+            started = time.monotonic() - preparing  # waiting for the lock is not loading
             progress = _Progress()
+            early = _Prepared(prepared, known) if prepared is not None else None
             try:
-                await self._attempt(request, list(range(len(request.rows))), progress, top=True)
+                await self._attempt(
+                    request, list(range(len(request.rows))), progress, top=True, prepared=early
+                )
             except (RetryableError, PermanentError) as exc:
                 if self.metrics is not None:
                     self.metrics.on_failed(self.destination_id, exc.retriable)
@@ -243,11 +263,22 @@ class Warehouse:
             )
 
     async def _attempt(
-        self, request: LoadRequest, positions: list[int], progress: _Progress, *, top: bool
+        self,
+        request: LoadRequest,
+        positions: list[int],
+        progress: _Progress,
+        *,
+        top: bool,
+        prepared: _Prepared | None = None,
     ) -> None:
         progress.transactions += 1
+        batch = [request.rows[i] for i in positions]
         try:
-            loads = await self._transaction([request.rows[i] for i in positions])
+            try:
+                loads = await self._transaction(batch, prepared, direct=True)
+            except RowsExist:
+                progress.transactions += 1
+                loads = await self._transaction(batch, prepared, direct=False)
         except Exception as exc:
             kind = self.backend.classify(exc)
             if kind is None:
@@ -280,17 +311,24 @@ class Warehouse:
             progress.rows[name] = progress.rows.get(name, 0) + load.written
         progress.discarded += loads.discarded
 
-    async def _transaction(self, batch: Sequence[Sequence[Row]]) -> _Written:
+    async def _transaction(
+        self, batch: Sequence[Sequence[Row]], prepared: _Prepared | None, *, direct: bool
+    ) -> _Written:
         schemas = sorted({row.table.schema for rows in batch for row in rows})
         async with self.backend.transaction() as tx:
+            tx.direct = direct
             state = state_of(await tx.columns(schemas))
-            evolution = evolve(batch, state)
-            if evolution:
-                await tx.lock_ddl()
-                await self._evolve(tx, evolution)
-                state = state_of(await tx.columns(schemas))
-            loads = materialize(batch, state, datetime.now(UTC))
+            if prepared is not None and prepared.still_valid(state):
+                loads = prepared.loads
+            else:
+                evolution = evolve(batch, state)
+                if evolution:
+                    await tx.lock_ddl()
+                    await self._evolve(tx, evolution)
+                    state = state_of(await tx.columns(schemas))
+                loads = materialize(batch, state, datetime.now(UTC))
             written = [_Table(load.table, await tx.write(load)) for load in loads.tables]
+        self._columns = {**self._columns, **state}
         return _Written(tuple(written), loads.discarded)
 
     async def _evolve(self, tx: Transaction, evolution: Evolution) -> None:
@@ -357,6 +395,20 @@ class Warehouse:
                 count = await tx.delete(table, column, user_id)
                 deleted[str(table)] = deleted.get(str(table), 0) + count
             return deleted
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A batch already cast against ``columns`` (the columns as the last load found them)."""
+
+    loads: Loads
+    columns: SchemaState
+
+    def still_valid(self, current: SchemaState) -> bool:
+        """Every table the batch writes has exactly the columns it was cast against."""
+        return all(
+            current.get(load.table) == self.columns.get(load.table) for load in self.loads.tables
+        )
 
 
 @dataclass(frozen=True, slots=True)

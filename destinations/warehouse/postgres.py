@@ -1,10 +1,15 @@
-"""PostgreSQL through asyncpg: binary COPY into a temporary staging table, then one INSERT.
+"""PostgreSQL through asyncpg: binary COPY, through a staging table when rows may exist.
 
 Why asyncpg: its COPY encodes Python values in PostgreSQL's binary format in compiled code
 (``copy_records_to_table``), the fastest way to move rows from Python into PostgreSQL, and it
-is asyncio-native like the rest of the router, pool included. Each load stages every table's
-rows in a ``TEMP`` table that lives until the transaction ends, then inserts them with
-``ON CONFLICT`` (see :func:`destinations.warehouse.sql.insert`), all in one transaction.
+is asyncio-native like the rest of the router, pool included.
+
+A load is one transaction. Each table's rows are COPYed in: straight into the table while
+they are all new (the usual case; a batch that repeats a stored id fails the key and is
+loaded again in a new transaction, staged), else into a staging ``TEMP`` table and inserted
+from there with ``ON CONFLICT`` (see
+:func:`destinations.warehouse.sql.insert`): insert-if-absent for event tables, so a replayed
+batch adds nothing, an upsert for ``users`` and ``accounts`` (always staged).
 
 Errors are classified by SQLSTATE class (PostgreSQL's error codes appendix): connection
 (08), resources (53), operator intervention (57), system (58), transaction rollback
@@ -19,13 +24,14 @@ problems, isolated by splitting the batch.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import asyncpg
 
 from destinations.warehouse import sql
-from destinations.warehouse.loader import Backend, FailureKind, Transaction
+from destinations.warehouse.loader import Backend, FailureKind, RowsExist, Transaction
 from destinations.warehouse.naming import quote
 from destinations.warehouse.schema import ColumnType, TableLoad, TableRef
 
@@ -53,7 +59,8 @@ DDL_LOCK_KEY = 0x5E6E_2A7E
 class PostgresTransaction(Transaction):
     def __init__(self, connection: Any) -> None:
         self.connection = connection
-        self._staged = 0
+        #: The SQL types of the tables :meth:`columns` last read.
+        self._types: dict[TableRef, dict[str, str]] = {}
 
     async def execute(self, statement: str) -> None:
         await self.connection.execute(statement)
@@ -80,25 +87,54 @@ class PostgresTransaction(Transaction):
         found: dict[TableRef, dict[str, str]] = {}
         for schema, table, column, sql_type in records:
             found.setdefault(TableRef(schema, table), {})[column] = sql_type
+        self._types.update(found)
         return found
 
     async def lock_ddl(self) -> None:
         await self.connection.execute("SELECT pg_advisory_xact_lock($1)", DDL_LOCK_KEY)
 
     async def write(self, load: TableLoad) -> int:
-        self._staged += 1
-        stage = f"_router_stage_{self._staged}"
-        definitions = ", ".join(
-            f"{quote(name)} {POSTGRES.type_name(kind)}" for name, kind in load.columns
-        )
-        await self.connection.execute(f"CREATE TEMP TABLE {stage} ({definitions}) ON COMMIT DROP")
-        await self.connection.copy_records_to_table(
-            stage, records=load.rows, columns=[name for name, _ in load.columns]
-        )
+        names = [name for name, _ in load.columns]
+        if self.direct and not load.upsert and self._canonical(load):
+            # Most batches hold only new events: COPY them straight into the table. One that
+            # repeats an id (a replay, the retry of a batch that did commit) breaks the key
+            # there; the whole batch is then loaded again, staged and inserted-if-absent.
+            try:
+                await self.connection.copy_records_to_table(
+                    load.table.name, schema_name=load.table.schema, records=load.rows,
+                    columns=names,
+                )  # fmt: skip
+            except asyncpg.UniqueViolationError as exc:
+                raise RowsExist(str(exc)) from exc
+            return len(load.rows)
+        stage = await self._stage(load)
+        await self.connection.copy_records_to_table(stage, records=load.rows, columns=names)
         status: str = await self.connection.execute(
             sql.insert(load, self.qualified(load.table), stage)
         )
         return int(status.rsplit(" ", 1)[-1])
+
+    def _canonical(self, load: TableLoad) -> bool:
+        """The table's columns have our own types (COPY encodes values for the table's)."""
+        types = self._types.get(load.table, {})
+        return all(types.get(name) == POSTGRES.type_name(kind) for name, kind in load.columns)
+
+    async def _stage(self, load: TableLoad) -> str:
+        """A temporary table for ``load``'s rows, emptied at every commit.
+
+        One per table and column set, kept by the connection (creating a table per load
+        costs more than the load's COPY); the database converts staged values to the
+        table's own column types when they are inserted.
+        """
+        signature = repr((load.table, load.columns)).encode()
+        stage = f"_router_stage_{hashlib.sha1(signature, usedforsecurity=False).hexdigest()[:20]}"
+        definitions = ", ".join(
+            f"{quote(name)} {POSTGRES.type_name(kind)}" for name, kind in load.columns
+        )
+        await self.connection.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({definitions}) ON COMMIT DELETE ROWS"
+        )
+        return stage
 
     async def delete(self, table: TableRef, column: str, value: str) -> int:
         status: str = await self.connection.execute(
@@ -150,9 +186,9 @@ class PostgresBackend(Backend):
                 timeout=self.connect_timeout,
                 min_size=0,
                 max_size=2,
-                # Statements are built per batch (their columns change): caching them only
-                # risks plans of tables altered since.
-                statement_cache_size=0,
+                # Statements built per batch (DDL, inserts) run without arguments, so over
+                # the simple protocol and never into this cache (a cached plan of a table
+                # altered since fails inside a transaction); what is cached is fixed text.
                 server_settings={"application_name": "event-router warehouse"},
             )
 
@@ -181,6 +217,9 @@ class PostgresBackend(Backend):
             if state in _ROW_STATES or state.startswith(_ROW_CLASSES):
                 return FailureKind.ROW
             return FailureKind.FATAL
+        if isinstance(exc, asyncpg.DataError):
+            # A value the driver cannot encode for its column (a column a person changed).
+            return FailureKind.ROW
         if isinstance(exc, asyncpg.InterfaceError | OSError | TimeoutError):
             # Connection lost, refused or too slow to answer.
             return FailureKind.RETRY

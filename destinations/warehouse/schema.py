@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,12 +64,19 @@ class TableRef(NamedTuple):
         return f"{self.schema}.{self.name}"
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """What one event puts in one table: column -> JSON value (never None), before casting."""
+class Row(NamedTuple):
+    """What one event puts in one table: column -> JSON value (never None), before casting.
+
+    A named tuple rather than a dataclass: two are made per event on the load's hot path.
+    """
 
     table: TableRef
     values: Mapping[str, Any]
+
+
+@functools.lru_cache(maxsize=4096)
+def table_ref(schema: str, name: str) -> TableRef:
+    return TableRef(schema, name)
 
 
 #: table -> column -> type, as the warehouse has them now.
@@ -166,6 +174,20 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+#: (parent path, key) -> (snake_case path, column name): names are computed once per
+#: distinct key, not once per event (bounded: unbounded key spaces stop being cached).
+_NAMES: dict[tuple[str, Any], tuple[str, str]] = {}
+_NAMES_LIMIT = 100_000
+
+
+def _name(prefix: str, key: Any) -> tuple[str, str]:
+    path = join(prefix, str(key))
+    found = (path, identifier(path, "" if path else f"{prefix}.{key}"))
+    if len(_NAMES) < _NAMES_LIMIT:
+        _NAMES[(prefix, key)] = found
+    return found
+
+
 def flatten(
     obj: Mapping[str, Any],
     prefix: str,
@@ -174,37 +196,43 @@ def flatten(
     depth: int = 0,
 ) -> None:
     """Put ``obj``'s leaves in ``out`` as columns: ``{"a": {"b": 1}}`` -> ``a_b = 1``."""
+    names = _NAMES
     for key, value in obj.items():
         if value is None:
             continue
-        path = join(prefix, str(key))
-        if isinstance(value, dict):
+        found = names.get((prefix, key)) or _name(prefix, key)
+        kind = type(value)
+        if kind is dict:
             if depth < MAX_DEPTH:
-                flatten(value, path, out, skip, depth + 1)
+                flatten(value, found[0], out, skip, depth + 1)
                 continue
             value = _json_text(value)
-        elif isinstance(value, list):
+        elif kind is list:
             value = _json_text(value)
-        column = identifier(path, "" if path else f"{prefix}.{key}")
+        column = found[1]
         if column not in skip:
             out[column] = value
+
+
+_COMMON_FIELDS = (
+    ("id", "messageId"),
+    ("received_at", "receivedAt"),
+    ("sent_at", "sentAt"),
+    ("timestamp", "timestamp"),
+    ("original_timestamp", "originalTimestamp"),
+    ("user_id", "userId"),
+    ("anonymous_id", "anonymousId"),
+)
 
 
 def _common(event: Event) -> dict[str, Any]:
     row: dict[str, Any] = {}
     context = event.get("context")
-    if isinstance(context, dict):
+    if type(context) is dict:
         flatten(context, "context", row)
-    for column, field_name in (
-        ("id", "messageId"),
-        ("received_at", "receivedAt"),
-        ("sent_at", "sentAt"),
-        ("timestamp", "timestamp"),
-        ("original_timestamp", "originalTimestamp"),
-        ("user_id", "userId"),
-        ("anonymous_id", "anonymousId"),
-    ):
-        value = event.get(field_name)
+    get = event.get
+    for column, field_name in _COMMON_FIELDS:
+        value = get(field_name)
         if value is not None:
             row[column] = value
     return row
@@ -232,41 +260,45 @@ def rows_for(event: Event, schema: str) -> tuple[Row, ...]:
         table = event_table(name)
         named = {**common, "event": table, "event_text": name}
         own = _own(event, "properties", _EVENT_TABLE)
-        return (
-            Row(TableRef(schema, TRACKS), named),
-            Row(TableRef(schema, table), {**own, **named}),
-        )
+        own.update(named)
+        return (Row(table_ref(schema, TRACKS), named), Row(table_ref(schema, table), own))
     if kind == "identify":
         traits = _own(event, "traits", COMMON)
-        rows = [Row(TableRef(schema, IDENTIFIES), {**traits, **common})]
+        traits.update(common)
+        rows = [Row(table_ref(schema, IDENTIFIES), traits)]
         user_id = _text(event.get("userId"))
         if user_id:
             state = _own(event, "traits", _STATE_COLUMNS)
             state.update(_state(user_id, common))
-            rows.append(Row(TableRef(schema, USERS), state))
+            rows.append(Row(table_ref(schema, USERS), state))
         return tuple(rows)
     if kind in ("page", "screen"):
         table = PAGES if kind == "page" else SCREENS
         declared = _DECLARED[table]
-        values = {**_own(event, "properties", declared), **common}
+        values = _own(event, "properties", declared)
+        values.update(common)
         for column in ("name", "category") if kind == "page" else ("name",):
             if event.get(column) is not None:
                 values[column] = event[column]
-        return (Row(TableRef(schema, table), values),)
+        return (Row(table_ref(schema, table), values),)
     if kind == "group":
         group_id = _text(event.get("groupId"))
-        values = {**_own(event, "traits", _DECLARED[GROUPS]), **common, "group_id": group_id}
-        rows = [Row(TableRef(schema, GROUPS), values)]
+        values = _own(event, "traits", _DECLARED[GROUPS])
+        values.update(common)
+        if group_id is not None:
+            values["group_id"] = group_id
+        rows = [Row(table_ref(schema, GROUPS), values)]
         if group_id:
             state = _own(event, "traits", _STATE_COLUMNS)
             state.update(_state(group_id, common))
-            rows.append(Row(TableRef(schema, ACCOUNTS), state))
+            rows.append(Row(table_ref(schema, ACCOUNTS), state))
         return tuple(rows)
     if kind == "alias":
-        values = {**_own(event, "traits", _DECLARED[ALIASES]), **common}
+        values = _own(event, "traits", _DECLARED[ALIASES])
+        values.update(common)
         if event.get("previousId") is not None:
             values["previous_id"] = event["previousId"]
-        return (Row(TableRef(schema, ALIASES), values),)
+        return (Row(table_ref(schema, ALIASES), values),)
     raise ValueError(f"unknown call type {kind!r}")
 
 
@@ -389,9 +421,20 @@ def _to_boolean(value: Any) -> Any:
 
 def _to_timestamp(value: Any) -> Any:
     if type(value) is str:
-        moment = parse_timestamp(value)
+        moment = _timestamp(value)
         return UNCASTABLE if moment is None else moment
     return UNCASTABLE
+
+
+@functools.lru_cache(maxsize=8192)
+def _timestamp(text: str) -> datetime | None:
+    """Any ISO-8601 date or date and time Python reads (a column already a timestamp takes
+    ``2026-11-23`` too; only a new column needs :func:`parse_timestamp`'s stricter test)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return parse_timestamp(text)  # more than microseconds, say
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 CASTS = {
@@ -400,6 +443,17 @@ CASTS = {
     ColumnType.FLOAT: _to_float,
     ColumnType.BOOLEAN: _to_boolean,
     ColumnType.TIMESTAMP: _to_timestamp,
+}
+
+
+#: The Python type a column's values already have when they need no cast (integers are
+#: always range-checked, timestamps always parsed).
+_NATIVE: dict[ColumnType, type | None] = {
+    ColumnType.TEXT: str,
+    ColumnType.FLOAT: float,
+    ColumnType.BOOLEAN: bool,
+    ColumnType.INTEGER: None,
+    ColumnType.TIMESTAMP: None,
 }
 
 
@@ -509,11 +563,47 @@ class TableLoad:
 class Loads:
     tables: tuple[TableLoad, ...]
     discarded: int = 0
+    #: Some row needs a table or column ``state`` lacks (their values were left out).
+    incomplete: bool = False
 
 
 def _sort_key(values: Mapping[str, Any]) -> datetime:
     moment = values.get("received_at")
     return moment if isinstance(moment, datetime) else datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """How to cast rows of one table with the same columns whose values have the same types.
+
+    Rows of one event type mostly share a shape, so the per-value work (which column, which
+    type, is a cast needed) is done once per shape; a row then costs its casts alone.
+    """
+
+    positions: Mapping[str, int]  # column -> index in the row's values (known columns only)
+    casts: tuple[tuple[int, Any, ColumnType, str], ...]  # (index, cast, type, column)
+    id_index: int
+    incomplete: bool  # a column the table lacks: its value is left out
+
+
+def _compile(
+    table: TableRef, keys: Sequence[str], values: Sequence[Any], state: Any
+) -> _Shape | None:
+    columns: Mapping[str, ColumnType] | None = state.get(table)
+    if columns is None:
+        return None
+    positions: dict[str, int] = {}
+    casts = []
+    incomplete = False
+    for index, (name, value) in enumerate(zip(keys, values, strict=True)):
+        kind = columns.get(name)
+        if kind is None:
+            incomplete = True
+            continue
+        positions[name] = index
+        if value is not None and type(value) is not _NATIVE[kind]:
+            casts.append((index, CASTS[kind], kind, name))
+    return _Shape(positions, tuple(casts), positions.get("id", -1), incomplete)
 
 
 def materialize(
@@ -526,57 +616,127 @@ def materialize(
     Event tables keep the first row of each ``id`` (a batch may hold a duplicate); ``users``
     and ``accounts`` fold all rows of one id in ``received_at`` order, later non-null values
     winning, so the upsert sees one row per id. Values that cannot be cast become rows of the
-    schema's ``discards`` table.
+    schema's ``discards`` table. This is the hot loop of a load: see :class:`_Shape`.
     """
-    per_table: dict[TableRef, dict[Any, dict[str, Any]]] = {}
+    shapes: dict[tuple[Any, ...], _Shape | None] = {}
+    appended: dict[TableRef, dict[Any, tuple[_Shape, list[Any]]]] = {}
+    folded: dict[TableRef, dict[Any, dict[str, Any]]] = {}
     discards: dict[str, list[dict[str, Any]]] = {}
     discarded = 0
+    incomplete = False
     for rows in batch:
         for row in rows:
-            columns = state[row.table]
-            typed: dict[str, Any] = {}
-            for column, value in row.values.items():
-                target = columns.get(column)
-                if target is None:
+            table = row.table
+            values = list(row.values.values())
+            signature = (table, *row.values, *map(type, values))
+            shape = shapes.get(signature)
+            if shape is None:
+                if signature in shapes:
+                    incomplete = True  # the table does not exist yet
                     continue
-                converted = CASTS[target](value)
+                shape = shapes[signature] = _compile(table, list(row.values), values, state)
+                if shape is None:
+                    incomplete = True
+                    continue
+            incomplete = incomplete or shape.incomplete
+            for index, cast_to, kind, column in shape.casts:
+                converted = cast_to(values[index])
                 if converted is UNCASTABLE:
                     discarded += 1
-                    discards.setdefault(row.table.schema, []).append(
-                        {
-                            "id": _to_text(row.values.get("id", "")),
-                            "table_name": row.table.name,
-                            "column_name": column,
-                            "column_type": str(target),
-                            "value": value if isinstance(value, str) else _json_text(value),
-                            "received_at": _to_timestamp(row.values.get("received_at")),
-                            "user_id": _owner(row),
-                        }
-                    )
-                    continue
-                typed[column] = converted
-            _add(per_table, row.table, typed)
+                    discards.setdefault(table.schema, []).append(_discard(row, column, kind))
+                    converted = None
+                values[index] = converted
+            identity = values[shape.id_index] if shape.id_index >= 0 else None
+            if table.name in UPSERTED:
+                state_rows = folded.setdefault(table, {})
+                typed = {c: values[i] for c, i in shape.positions.items() if values[i] is not None}
+                earlier = state_rows.get(identity)
+                state_rows[identity] = typed if earlier is None else _fold(earlier, typed)
+                continue
+            table_rows = appended.get(table)
+            if table_rows is None:
+                table_rows = appended[table] = {}
+            if identity not in table_rows:  # a duplicate id in one batch: the first stays
+                values.append(None)
+                values.append(uuid_ts)
+                table_rows[identity] = (shape, values)
     for schema, kept in discards.items():
+        found = folded.setdefault(TableRef(schema, DISCARDS), {})
         for discard in kept:
-            if discard["received_at"] is UNCASTABLE:
-                discard["received_at"] = None
-            _add(per_table, TableRef(schema, DISCARDS), discard)
-    loads = []
-    for table, by_key in per_table.items():
-        order = state.get(table, {})
-        present: dict[str, None] = {}
-        for typed in by_key.values():
-            present.update(dict.fromkeys(typed))
-        key = key_of(table.name)
-        names = [*key, *(c for c in order if c in present and c not in key and c != "uuid_ts")]
-        names.append("uuid_ts")
-        typed_columns = tuple((name, order.get(name, ColumnType.TEXT)) for name in names)
-        stamped = []
-        for typed in by_key.values():
-            typed["uuid_ts"] = uuid_ts
-            stamped.append(tuple(typed.get(name) for name in names))
-        loads.append(TableLoad(table, key, typed_columns, stamped, upsert=table.name in UPSERTED))
-    return Loads(tuple(loads), discarded)
+            found.setdefault(
+                (discard["id"], discard["table_name"], discard["column_name"]), discard
+            )
+    loads = [_appended(table, rows, state) for table, rows in appended.items()]
+    loads += [_folded(table, rows, state, uuid_ts) for table, rows in folded.items()]
+    return Loads(tuple(loads), discarded, incomplete)
+
+
+def _names(table: TableRef, present: Iterable[str], state: Any) -> list[str]:
+    """Key first, then the present columns in the table's order, ``uuid_ts`` last."""
+    order: Mapping[str, ColumnType] = state.get(table, {})
+    key = key_of(table.name)
+    found = set(present)
+    return [*key, *(c for c in order if c in found and c not in key and c != "uuid_ts"), "uuid_ts"]
+
+
+def _typed_columns(
+    table: TableRef, names: Sequence[str], state: Any
+) -> tuple[tuple[str, ColumnType], ...]:
+    order: Mapping[str, ColumnType] = state.get(table, {})
+    return tuple((name, order.get(name, ColumnType.TEXT)) for name in names)
+
+
+def _appended(
+    table: TableRef, rows: Mapping[Any, tuple[_Shape, list[Any]]], state: Any
+) -> TableLoad:
+    shapes = {id(shape): shape for shape, _ in rows.values()}
+    present = {name for shape in shapes.values() for name in shape.positions}
+    names = _names(table, present, state)
+    ordered: list[tuple[Any, ...]] = []
+    cache: dict[int, Any] = {}  # per shape: one C-level gather of a row into column order
+    for shape, values in rows.values():
+        getter = cache.get(id(shape))
+        if getter is None:
+            # Each row's values end with a None (for columns it lacks) and uuid_ts.
+            none_slot, stamp_slot = len(values) - 2, len(values) - 1
+            indexes = [
+                stamp_slot if name == "uuid_ts" else shape.positions.get(name, none_slot)
+                for name in names
+            ]
+            getter = cache[id(shape)] = operator.itemgetter(*indexes)
+        ordered.append(getter(values))
+    key = key_of(table.name)
+    return TableLoad(table, key, _typed_columns(table, names, state), ordered)
+
+
+def _folded(
+    table: TableRef, rows: Mapping[Any, dict[str, Any]], state: Any, uuid_ts: datetime
+) -> TableLoad:
+    present: set[str] = set()
+    for values in rows.values():
+        present.update(values)
+    names = _names(table, present, state)
+    ordered = []
+    for values in rows.values():
+        values["uuid_ts"] = uuid_ts
+        ordered.append(tuple(map(values.get, names)))
+    key = key_of(table.name)
+    upsert = table.name in UPSERTED
+    return TableLoad(table, key, _typed_columns(table, names, state), ordered, upsert=upsert)
+
+
+def _discard(row: Row, column: str, target: ColumnType) -> dict[str, Any]:
+    value = row.values[column]
+    received = _to_timestamp(row.values.get("received_at"))
+    return {
+        "id": _to_text(row.values.get("id", "")),
+        "table_name": row.table.name,
+        "column_name": column,
+        "column_type": str(target),
+        "value": value if isinstance(value, str) else _json_text(value),
+        "received_at": None if received is UNCASTABLE else received,
+        "user_id": _owner(row),
+    }
 
 
 def _owner(row: Row) -> str | None:
@@ -585,24 +745,11 @@ def _owner(row: Row) -> str | None:
     return None if owner is None else _to_text(owner)
 
 
-def _add(
-    per_table: dict[TableRef, dict[Any, dict[str, Any]]], table: TableRef, values: dict[str, Any]
-) -> None:
-    key = key_of(table.name)
-    identity = values.get("id") if len(key) == 1 else tuple(values.get(k) for k in key)
-    rows = per_table.setdefault(table, {})
-    if table.name not in UPSERTED:
-        rows.setdefault(identity, values)  # the first of duplicates in one batch
-        return
-    earlier = rows.get(identity)
-    if earlier is None:
-        rows[identity] = values
-        return
-    first, last = (
-        (earlier, values) if _sort_key(earlier) <= _sort_key(values) else (values, earlier)
-    )
-    merged = {**first, **last}
-    rows[identity] = merged
+def _fold(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """One state row from two of the same id: the newer one's values win where it has them."""
+    if _sort_key(earlier) <= _sort_key(later):
+        return {**earlier, **later}
+    return {**later, **earlier}
 
 
 # ---------------------------------------------------------------- privacy
