@@ -258,10 +258,11 @@ def rows_for(event: Event, schema: str) -> tuple[Row, ...]:
     if kind == "track":
         name = str(event.get("event") or "")
         table = event_table(name)
-        named = {**common, "event": table, "event_text": name}
+        common["event"] = table
+        common["event_text"] = name
         own = _own(event, "properties", _EVENT_TABLE)
-        own.update(named)
-        return (Row(table_ref(schema, TRACKS), named), Row(table_ref(schema, table), own))
+        own.update(common)
+        return (Row(table_ref(schema, TRACKS), common), Row(table_ref(schema, table), own))
     if kind == "identify":
         traits = _own(event, "traits", COMMON)
         traits.update(common)
@@ -427,6 +428,12 @@ def _to_timestamp(value: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=8192)
+def _str_timestamp(text: str) -> Any:
+    moment = _timestamp(text)
+    return UNCASTABLE if moment is None else moment
+
+
+@functools.lru_cache(maxsize=8192)
 def _timestamp(text: str) -> datetime | None:
     """Any ISO-8601 date or date and time Python reads (a column already a timestamp takes
     ``2026-11-23`` too; only a new column needs :func:`parse_timestamp`'s stricter test)."""
@@ -584,6 +591,7 @@ class _Shape:
     casts: tuple[tuple[int, Any, ColumnType, str], ...]  # (index, cast, type, column)
     id_index: int
     incomplete: bool  # a column the table lacks: its value is left out
+    upsert: bool  # users/accounts: rows are folded, not appended
 
 
 def _compile(
@@ -602,8 +610,11 @@ def _compile(
             continue
         positions[name] = index
         if value is not None and type(value) is not _NATIVE[kind]:
-            casts.append((index, CASTS[kind], kind, name))
-    return _Shape(positions, tuple(casts), positions.get("id", -1), incomplete)
+            # Text into a timestamp column (most casts): one cached C-level call.
+            cast_to = _str_timestamp if kind is _T and type(value) is str else CASTS[kind]
+            casts.append((index, cast_to, kind, name))
+    upsert = table.name in UPSERTED
+    return _Shape(positions, tuple(casts), positions.get("id", -1), incomplete, upsert)
 
 
 def materialize(
@@ -647,7 +658,7 @@ def materialize(
                     converted = None
                 values[index] = converted
             identity = values[shape.id_index] if shape.id_index >= 0 else None
-            if table.name in UPSERTED:
+            if shape.upsert:
                 state_rows = folded.setdefault(table, {})
                 typed = {c: values[i] for c, i in shape.positions.items() if values[i] is not None}
                 earlier = state_rows.get(identity)
