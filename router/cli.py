@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--properties", default="{}", help="JSON object")
     send.add_argument("--count", type=int, default=1)
 
+    from router import catalog_cli
+
+    catalog_cli.add_parser(commands)
+
     from destinations.warehouse.cli import add_warehouse_parser
 
     add_warehouse_parser(commands)
@@ -299,6 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_config(args)
         if args.command == "send":
             return asyncio.run(_send(args))
+        if args.command == "destinations":
+            from router import catalog_cli
+
+            return catalog_cli.run(args, _load)
         if args.command == "warehouse":
             from destinations.warehouse.cli import run_warehouse
 

@@ -22,10 +22,10 @@ from destinations.base import (
     Encoded,
     EncodeError,
     Event,
-    InvalidSettings,
     PartnerResponse,
     PermanentError,
     PluginContext,
+    event_sources,
 )
 from destinations.registry import register
 from destinations.warehouse.config import WarehouseSettings
@@ -49,32 +49,35 @@ class WarehouseDestination(DestinationPlugin[WarehouseSettings, LoadRequest, Loa
 
     def __init__(self, destination: Destination, context: PluginContext) -> None:
         super().__init__(destination, context)
-        self.schema = self._schema()
+        settings_schema = self.settings.schema_name
+        #: The schema of events whose source is unknown (a record written to ``dest.<id>`` by
+        #: hand): the one ``schema`` setting, else the destination's first source's.
+        self.default_schema = schema_name(settings_schema or destination.sources[0])
         metrics = None
         if context.registry is not None:
             metrics = WarehouseMetrics.on(context.registry)
             metrics.register_destination(destination.id)
         self.warehouse = Warehouse(self.backend(), destination_id=destination.id, metrics=metrics)
 
-    def _schema(self) -> str:
+    @property
+    def schemas(self) -> list[str]:
+        """Every schema this destination writes: one per source, or the one ``schema``."""
         if self.settings.schema_name:
-            return schema_name(self.settings.schema_name)
-        sources = self.destination.sources
-        if len(sources) == 1:
-            return schema_name(sources[0])
-        message = (
-            f"destination {self.destination.id!r} has {len(sources)} sources: a warehouse "
-            "keeps one schema per source and cannot yet tell a delivered event's source; "
-            "add one warehouse destination per source, or set settings.schema to share one"
-        )
-        raise InvalidSettings(message, [("schema", message)])
+            return [self.default_schema]
+        return sorted({schema_name(source) for source in self.destination.sources})
+
+    def schema_for(self, source: str | None) -> str:
+        """Segment's rule: one schema per source (unless ``schema`` names one for all)."""
+        if self.settings.schema_name or not source:
+            return self.default_schema
+        return schema_name(source)
 
     @property
     def path(self) -> Path:
-        """The DuckDB file."""
+        """The DuckDB file: ``path``, else ``warehouse.duckdb`` in the destination's state."""
         if self.settings.path:
             return Path(self.settings.path)
-        return self.context.state_dir / f"warehouse-{self.destination.id}.duckdb"
+        return self.context.state_dir / "warehouse.duckdb"
 
     def backend(self, *, read_only: bool = False) -> Backend:
         settings = self.settings
@@ -127,6 +130,7 @@ class WarehouseDestination(DestinationPlugin[WarehouseSettings, LoadRequest, Loa
         message_ids: list[str] = []
         covers: list[int] = []
         failed: dict[int, DestinationError] = {}
+        sources = event_sources(events)
         for position, event in enumerate(events):
             message_id = event.get("messageId")
             if message_id is None or message_id == "":
@@ -135,7 +139,8 @@ class WarehouseDestination(DestinationPlugin[WarehouseSettings, LoadRequest, Loa
                 )
                 continue
             try:
-                event_rows = rows_for(event, self.schema)
+                schema = self.schema_for(sources[position] if sources else None)
+                event_rows = rows_for(event, schema)
             except ValueError as exc:
                 failed[position] = EncodeError(str(exc))
                 continue

@@ -89,7 +89,9 @@ def _plugin(workspace: Workspace, destination_id: str) -> WarehouseDestination:
         raise LookupError(
             f"destination {destination_id!r} is a {destination.type} destination, not a warehouse"
         )
-    context = PluginContext(http=HttpClient(), state_dir=Path(workspace.processor.state_dir))
+    # The directory the delivery agent lends this destination (its DuckDB file lives there).
+    state_dir = Path(workspace.processor.state_dir) / "destinations" / destination.id
+    context = PluginContext(http=HttpClient(), state_dir=state_dir)
     return WarehouseDestination(destination, context)
 
 
@@ -98,11 +100,11 @@ async def _run(
 ) -> int:
     await warehouse.start()
     try:
-        schemas = [plugin.schema]
+        schemas = plugin.schemas
         if command == "sql":
             statements = await _patiently(plugin, lambda: warehouse.ddl(schemas))
             if not statements:
-                print(f"-- no tables in schema {plugin.schema} yet")
+                print(f"-- no tables in schema {', '.join(schemas)} yet")
             for statement in statements:
                 print(statement + ";")
         elif command == "stats":
@@ -137,7 +139,8 @@ def _timestamp(moment: Any) -> str:
 
 def _print_stats(plugin: WarehouseDestination, warehouse: Warehouse, stats: Sequence[Any]) -> None:
     print(
-        f"warehouse {plugin.destination.id}: {warehouse.backend.describe()}, schema {plugin.schema}"
+        f"warehouse {plugin.destination.id}: {warehouse.backend.describe()}, "
+        f"schema {', '.join(plugin.schemas)}"
     )
     if not stats:
         print("no tables yet")

@@ -131,7 +131,9 @@ async def column_kinds(plugin: WarehouseDestination, table: str) -> dict[str, st
     from destinations.warehouse.schema import TableRef
     from destinations.warehouse.sql import kind_of
 
-    tables = await plugin.warehouse.describe_tables([plugin.schema])
-    found = tables.get(TableRef(plugin.schema, table))
-    assert found is not None, f"no table {plugin.schema}.{table} in {sorted(map(str, tables))}"
+    tables = await plugin.warehouse.describe_tables([plugin.default_schema])
+    found = tables.get(TableRef(plugin.default_schema, table))
+    assert found is not None, (
+        f"no table {plugin.default_schema}.{table} in {sorted(map(str, tables))}"
+    )
     return {name: str(kind_of(sql_type)) for name, sql_type in found.items()}

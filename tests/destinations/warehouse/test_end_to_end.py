@@ -35,8 +35,7 @@ def warehouse(dest_id: str, settings: dict[str, Any]) -> dict[str, Any]:
         "warehouse": True,
         "settings": {**settings, "batch_rows": 500, "flush_interval": "200ms"},
         "sources": ["shop"],
-        # Until the delivery lane batches by the plugin's batch_rows, it batches by this.
-        "delivery": {"batch_size": 500, "backoff_min": "50ms", "backoff_max": "200ms"},
+        "delivery": {"backoff_min": "50ms", "backoff_max": "200ms"},
     }
 
 

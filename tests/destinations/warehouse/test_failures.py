@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from destinations.base import EncodeError, PermanentError, RetryableError
+from destinations.base import EncodeError, EventBatch, PermanentError, RetryableError
 from destinations.warehouse import WarehouseDestination
 from router.broker.embedded import free_port
 from tests.destinations.warehouse.conftest import load, make_plugin, postgres_settings, select
@@ -175,11 +175,23 @@ def test_events_without_a_message_id_or_type_fail_alone() -> None:
     assert request.covers == (0,) and request.message_ids == ("k-1",)
 
 
-def test_several_sources_need_an_explicit_schema() -> None:
-    from destinations.base import InvalidSettings
-
-    with pytest.raises(InvalidSettings) as caught:
-        make_plugin({"backend": "duckdb"}, sources=("web", "ios"))
-    assert "one warehouse destination per source" in caught.value.message
+async def test_each_source_gets_its_own_schema(tmp_path: Path) -> None:
+    # Segment: one schema per source. The lane hands the plugin each event's source.
+    plugin = make_plugin(
+        {"backend": "duckdb", "path": str(tmp_path / "w.duckdb")}, sources=("web", "iOS App")
+    )
+    assert plugin.schemas == ["i_os_app", "web"]
+    await plugin.start()
+    try:
+        events = [track("src-1"), track("src-2"), track("src-3")]
+        batch = EventBatch(events, [b""] * 3, ["web", "iOS App", None])  # None: first source
+        encoded = plugin.encode(batch)
+        [request] = encoded.requests
+        result = await plugin.send(request)
+        assert result.rows["web.tracks"] == 2 and result.rows["i_os_app.tracks"] == 1
+        stats = {str(s.table): s.rows for s in await plugin.warehouse.stats(plugin.schemas)}
+        assert stats["i_os_app.order_completed"] == 1 and stats["web.order_completed"] == 2
+    finally:
+        await plugin.stop()
     shared = make_plugin({"backend": "duckdb", "schema": "allApps"}, sources=("web", "ios"))
-    assert shared.schema == "all_apps"
+    assert shared.schemas == ["all_apps"] and shared.schema_for("ios") == "all_apps"

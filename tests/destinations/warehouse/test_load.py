@@ -301,7 +301,7 @@ async def test_delete_user_removes_every_row_of_that_user(warehouse: WarehouseDe
         warehouse,
         [*sample_events(), track("bad-type", amount="x"), other, alias, track("amount", amount=1)],
     )
-    deleted = await warehouse.warehouse.delete_user("u1", [warehouse.schema])
+    deleted = await warehouse.warehouse.delete_user("u1", warehouse.schemas)
     assert deleted["web.tracks"] == 3
     assert deleted["web.users"] == 1
     assert deleted["web.aliases"] == 2  # its own alias call and the one naming it as previous
@@ -315,11 +315,11 @@ async def test_delete_user_removes_every_row_of_that_user(warehouse: WarehouseDe
 
 async def test_ddl_and_stats_describe_the_current_tables(warehouse: WarehouseDestination) -> None:
     await load(warehouse, [track("d-1", total=3), track("d-2", total=4)])
-    statements = await warehouse.warehouse.ddl([warehouse.schema])
+    statements = await warehouse.warehouse.ddl(warehouse.schemas)
     assert statements[0] == 'CREATE SCHEMA IF NOT EXISTS "web"'
     order = next(s for s in statements if '"web"."order_completed"' in s)
     assert '"total" ' in order and 'PRIMARY KEY ("id")' in order
-    stats = {str(s.table): s for s in await warehouse.warehouse.stats([warehouse.schema])}
+    stats = {str(s.table): s for s in await warehouse.warehouse.stats(warehouse.schemas)}
     assert stats["web.order_completed"].rows == 2
     assert stats["web.order_completed"].newest == datetime(
         2026, 11, 23, 10, 0, 0, 123000, tzinfo=UTC
@@ -359,7 +359,7 @@ async def test_a_duckdb_file_named_like_its_schema_still_loads(tmp_path: Path) -
         _, rejected = await load(plugin, [track("f-1"), track("f-2")])
         assert rejected == {}
         assert await select(plugin, "SELECT count(*) FROM web.web.tracks") == [(2,)]
-        stats = await plugin.warehouse.stats([plugin.schema])
+        stats = await plugin.warehouse.stats(plugin.schemas)
         assert {str(s.table): s.rows for s in stats}["web.tracks"] == 2
     finally:
         await plugin.stop()
