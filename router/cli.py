@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     from router import catalog_cli
 
     catalog_cli.add_parser(commands)
+
+    from destinations.warehouse.cli import add_warehouse_parser
+
+    add_warehouse_parser(commands)
     return parser
 
 
@@ -349,6 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return catalog_cli.run(args, _load)
         if args.command in ("replay", "dlq"):
             return _operate(args)
+        if args.command == "warehouse":
+            from destinations.warehouse.cli import run_warehouse
+
+            return run_warehouse(args, _load(args))
         return _serve(args.command, args)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
