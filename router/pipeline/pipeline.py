@@ -304,11 +304,8 @@ class Pipeline:
             outcome = source.plan(event)
             for violation in outcome.violations:
                 stats.violations[(source.id, violation["type"])] += 1
-            if outcome.violations and source.plan.enforcement.forward_violations:
-                violations_out.extend(
-                    OutRecord(self.topics.violations, b"schema-violations", orjson.dumps(v))
-                    for v in source.plan.violation_events(event, outcome.violations)
-                )
+            if outcome.violations and source.plan.forward_to is not None:
+                violations_out.extend(source.plan.violation_records(event, outcome.violations))
             if outcome.event is None:
                 rejections.append(
                     _rejection(
