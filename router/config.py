@@ -357,6 +357,8 @@ class ProcessorSettings(Model):
     state_dir: str = "./state"
     max_batch: int = Field(default=5000, ge=1, le=100_000)
     poll_timeout: Duration = 0.2
+    #: How often each processor publishes its source schemas to ``sources.schema``.
+    schema_interval: Duration = Field(default=60.0, gt=0)
 
 
 class GatewaySettings(Model):
