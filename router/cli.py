@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--user-id", default="test-user")
     send.add_argument("--properties", default="{}", help="JSON object")
     send.add_argument("--count", type=int, default=1)
+
+    from router import catalog_cli
+
+    catalog_cli.add_parser(commands)
     return parser
 
 
@@ -303,6 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from router.plans.commands import run_plan_command
 
             return run_plan_command(args)
+        if args.command == "destinations":
+            from router import catalog_cli
+
+            return catalog_cli.run(args, _load)
         return _serve(args.command, args)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
