@@ -80,7 +80,8 @@ async def read_source_schemas(
 ) -> dict[str, dict[str, Any]]:
     """Every source's schema, merged over the processor instances: ``{source id: snapshot}``.
 
-    For a separate process (the ops API); inside the processor use ``Processor.schemas``.
+    For a separate process (the ops API); inside the processor ``Processor.schemas.snapshot(id)``
+    answers for what that processor saw.
     """
     topics = topics or Topics(settings.topic_prefix)
     snapshots = await read_snapshots(settings, topics, time_limit=time_limit)
@@ -107,6 +108,10 @@ class SchemaKeeper:
         self._sender: BatchSender | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+
+    def snapshot(self, source_id: str) -> dict[str, Any] | None:
+        """This processor's view of a source's schema (the format of sources.schema)."""
+        return self.schemas.snapshot(source_id)
 
     async def start(self, sender: BatchSender) -> None:
         """Publish every ``interval`` from now on, after picking up (in the background, so

@@ -42,6 +42,13 @@ def by_name(snapshot: dict[str, Any]) -> dict[tuple[str, str | None], dict[str, 
     return {(e["type"], e["name"]): e for e in snapshot["events"]}
 
 
+def count_of(processor: Processor, key: tuple[str, str | None]) -> int | None:
+    """What the processor counted so far for an event of source web, in process."""
+    snapshot = processor.schemas.snapshot("web")
+    event = by_name(snapshot).get(key) if snapshot else None
+    return event["count"] if event else None
+
+
 def test_counts_every_event_and_types_properties_and_traits() -> None:
     clock = Clock()
     schemas = SourceSchemas(clock=clock)
@@ -190,13 +197,7 @@ async def test_processor_publishes_source_schemas_for_another_process(
         await produce(kafka, topics.raw, first, headers=headers)
         # In process: the object the ops API can call.
         await wait_until(
-            lambda: (
-                (processor.schemas.schemas.snapshot("web") or {}).get("events") is not None
-                and by_name(processor.schemas.schemas.snapshot("web") or {})
-                .get(("track", "Order Completed"), {})
-                .get("count")
-                == 20
-            ),
+            lambda: count_of(processor, ("track", "Order Completed")) == 20,
             timeout=20,
             what="20 orders observed",
         )
@@ -212,20 +213,13 @@ async def test_processor_publishes_source_schemas_for_another_process(
     other.schemas.instance = "processor-1"
     async with other:
         await produce(kafka, topics.raw, [track("Signed Up")], headers=headers)
-        await wait_until(
-            lambda: other.schemas.schemas.snapshot("web") is not None, timeout=20, what="seen"
-        )
+        await wait_until(lambda: other.schemas.snapshot("web") is not None, timeout=20, what="seen")
     restarted = Processor(workspace, CollectorRegistry())
     restarted.schemas.instance = "processor-0"
     async with restarted:
         await produce(kafka, topics.raw, [track("Order Completed", total=1)], headers=headers)
         await wait_until(
-            lambda: (
-                by_name(restarted.schemas.schemas.snapshot("web") or {"events": []})
-                .get(("track", "Order Completed"), {})
-                .get("count")
-                == 21
-            ),
+            lambda: count_of(restarted, ("track", "Order Completed")) == 21,
             timeout=20,
             what="restored counts plus the new order",
         )
