@@ -63,18 +63,20 @@ def compile_destination(
     )
 
 
-def violation_target(
+def violation_targets(
     source: Source, workspace: Workspace, topics: Topics
-) -> ViolationTarget | None:
-    """Where a source's forwarded violations go: ``events.raw`` as events of the receiving
-    source (its first write key), ``events.violations`` for ``true``, nowhere for ``false``."""
+) -> tuple[ViolationTarget, ...]:
+    """Where a source's forwarded violations go. ``{source: ID}``: ``events.raw`` as events
+    of that source (its first write key), routed like any event, and ``events.violations``,
+    which the operations console reads; ``true``: ``events.violations`` only."""
     enforcement = source.tracking_plan
     forward = enforcement.forward_violations if enforcement is not None else False
+    review = ViolationTarget(topics.violations)
     if isinstance(forward, ViolationForwarding):
         receiver = workspace.source_by_id(forward.source)
         headers = (("write-key", receiver.write_keys[0].encode()),)
-        return ViolationTarget(topics.raw, headers, by_user=True)
-    return ViolationTarget(topics.violations) if forward else None
+        return (ViolationTarget(topics.raw, headers, by_user=True), review)
+    return (review,) if forward else ()
 
 
 def compile_source(
@@ -94,7 +96,7 @@ def compile_source(
             source.tracking_plan,
             source.id,
             source_name=source.name,
-            forward_to=violation_target(source, workspace, topics or Topics()),
+            forward_to=violation_targets(source, workspace, topics or Topics()),
         )
     return CompiledSource(
         id=source.id,

@@ -309,7 +309,7 @@ class Pipeline:
             outcome = source.plan(event)
             for violation in outcome.violations:
                 stats.violations[(source.id, violation["type"])] += 1
-            if outcome.violations and source.plan.forward_to is not None:
+            if outcome.violations and source.plan.forward_to:
                 violations_out.extend(source.plan.violation_records(event, outcome.violations))
             if outcome.event is None:
                 rejections.append(

@@ -183,7 +183,7 @@ class PlanStage:
         source_id: str,
         *,
         source_name: str = "",
-        forward_to: ViolationTarget | None = None,
+        forward_to: tuple[ViolationTarget, ...] = (),
     ) -> None:
         self.plan_id = plan.id
         self.plan_name = plan.name or plan.id
@@ -350,19 +350,23 @@ class PlanStage:
     def violation_records(
         self, event: dict[str, Any], violations: list[dict[str, str]]
     ) -> list[OutRecord]:
-        """The violation events as records for :attr:`forward_to` (none if not forwarding)."""
-        target = self.forward_to
-        if target is None or not violations:
+        """The violation events as records for each of :attr:`forward_to` (none if empty)."""
+        if not self.forward_to or not violations:
             return []
-        generated = self.violation_events(event, violations)
+        generated = [orjson.dumps(v) for v in self.violation_events(event, violations)]
         if not generated:
             return []
-        if target.by_user:
-            user = event.get("userId") or event.get("anonymousId") or VIOLATION_USER
-            key = str(user).encode()
-        else:
-            key = VIOLATION_USER.encode()
-        return [OutRecord(target.topic, key, orjson.dumps(v), target.headers) for v in generated]
+        user = str(event.get("userId") or event.get("anonymousId") or VIOLATION_USER).encode()
+        return [
+            OutRecord(
+                target.topic,
+                user if target.by_user else VIOLATION_USER.encode(),
+                value,
+                target.headers,
+            )
+            for target in self.forward_to
+            for value in generated
+        ]
 
 
 def _delete(event: dict[str, Any], path: list[str | int]) -> bool:
@@ -387,7 +391,7 @@ def compile_plan(
     source_id: str,
     *,
     source_name: str = "",
-    forward_to: ViolationTarget | None = None,
+    forward_to: tuple[ViolationTarget, ...] = (),
 ) -> PlanStage:
     return PlanStage(plan, enforcement, source_id, source_name=source_name, forward_to=forward_to)
 

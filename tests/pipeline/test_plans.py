@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from router.config import PlanEnforcement, TrackingPlan
-from router.pipeline.plans import compile_plan, plan_problems
+from router.pipeline.plans import ViolationTarget, compile_plan, plan_problems
 
 ORDER = {
     "type": "object",
@@ -140,10 +141,40 @@ def test_violation_generated_events() -> None:
     assert plan.violation_events(event, outcome.violations) == [generated]
 
 
+def test_violation_records_for_each_target() -> None:
+    raw = ViolationTarget("events.raw", (("write-key", b"wk-violations"),), by_user=True)
+    review = ViolationTarget("events.violations")
+    plan = compile_plan(PLAN, PlanEnforcement(plan="web-plan"), "web", forward_to=(raw, review))
+    event = order(total="ten", currency="GBP")
+    first, second, third, fourth = plan.violation_records(event, plan(event).violations)
+    assert [(r.topic, r.key, r.headers) for r in (first, second, third, fourth)] == [
+        ("events.raw", b"u", (("write-key", b"wk-violations"),)),
+        ("events.raw", b"u", (("write-key", b"wk-violations"),)),
+        ("events.violations", b"schema-violations", ()),
+        ("events.violations", b"schema-violations", ()),
+    ]
+    assert (
+        first.value == third.value
+        and orjson.loads(second.value)["properties"]["violationField"] == "properties.currency"
+    )
+    assert (
+        compile_plan(PLAN, PlanEnforcement(plan="web-plan"), "web").violation_records(
+            event, plan(event).violations
+        )
+        == []
+    )  # not forwarding
+
+
 def test_a_violation_events_own_violations_are_not_forwarded() -> None:
-    plan = stage(forward_violations=True)
+    plan = compile_plan(
+        PLAN,
+        PlanEnforcement(plan="web-plan", forward_violations=True),
+        "web",
+        forward_to=(ViolationTarget("events.violations"),),
+    )
     event = order(total="ten")
-    (generated,) = plan.violation_events(event, plan(event).violations)
+    (record,) = plan.violation_records(event, plan(event).violations)
+    generated = orjson.loads(record.value)
     again = plan(generated)  # "Violation Generated" is not in the plan: a violation itself
     assert again.violations and plan.violation_events(generated, again.violations) == []
     assert plan.violation_records(generated, again.violations) == []

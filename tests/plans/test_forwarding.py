@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from router.broker.topics import Topics
 from router.config import KafkaSettings
+from router.ops.explain import Explainer
+from router.ops.violations import parse_violations
 from router.processor import Processor
 from router.workspace import validate_workspace
 from tests.delivery.helpers import FAST_DELIVERY, running_agent, unique_kafka, wait_until
@@ -120,6 +122,7 @@ async def test_violation_generated_reaches_a_destination_through_a_source(
                 # Time for a loop to show, were there one.
                 await asyncio.sleep(2.0)
             raw = values(await consume(kafka, topics.raw, settle=0.5))
+            review = await consume(kafka, topics.violations, settle=0.5)
 
     (request,) = [r for r in slack.requests if 200 <= r.status < 300]
     (violation,) = request.events
@@ -158,3 +161,9 @@ async def test_violation_generated_reaches_a_destination_through_a_source(
         )
         == 1
     )
+    # The same violation is on events.violations, where the operations console reads it.
+    (record,) = review
+    console = parse_violations(record, Explainer(workspace, topics), {"shop": "shop-plan"})
+    assert [(v.source, v.message_id, v.violation_type, v.blocked) for v in console] == [
+        ("shop", "m-bad", "Invalid Type", False)
+    ]
