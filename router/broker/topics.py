@@ -47,6 +47,16 @@ class Topics:
         """Internal: each processor batch's first-seen dedup keys, per partition."""
         return f"{self.prefix}dedup.changelog"
 
+    @property
+    def schema(self) -> str:
+        """Source schemas, one record per (source, processor instance); compacted."""
+        return f"{self.prefix}sources.schema"
+
+    @property
+    def compacted(self) -> frozenset[str]:
+        """Topics that keep the latest record per key rather than records for a time."""
+        return frozenset({self.schema})
+
     def destination(self, destination_id: str) -> str:
         return f"{self.prefix}dest.{destination_id}"
 
@@ -57,8 +67,8 @@ class Topics:
         return f"{self.prefix}dest.{destination_id}.dlq"
 
     def for_workspace(self, workspace: Workspace) -> list[str]:
-        names = [self.raw, self.dlq, self.violations, self.status, self.rekeyed]
-        names.append(self.dedup_changelog)
+        names = [self.raw, self.dlq, self.violations, self.status, self.schema]
+        names += [self.rekeyed, self.dedup_changelog]
         for dest in workspace.destinations:
             names += [
                 self.destination(dest.id),
@@ -93,9 +103,11 @@ async def ensure_topics(
     """Create missing topics with the configured partitions and replication; keep existing ones.
 
     Consumers of a topic that does not exist yet would silently wait, and auto-created
-    topics get the broker's defaults, so every role calls this before it starts. ``configs``
-    gives topic configs for some of them (used only when this call creates the topic).
+    topics get the broker's defaults, so every role calls this before it starts. Compacted
+    topics (:attr:`Topics.compacted`) are created with ``cleanup.policy=compact``; ``configs``
+    gives topic configs for some others (used only when this call creates the topic).
     """
+    compacted = topics_for(settings).compacted
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-admin"
     )
@@ -112,7 +124,11 @@ async def ensure_topics(
                     n,
                     settings.partitions,
                     settings.replication_factor,
-                    topic_configs=dict((configs or {}).get(n, {})),
+                    topic_configs=(
+                        {"cleanup.policy": "compact"}
+                        if n in compacted
+                        else dict((configs or {}).get(n, {})) or None
+                    ),
                 )
                 for n in missing
             ]
