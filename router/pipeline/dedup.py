@@ -8,8 +8,9 @@ was written to and whichever processor instance reads it. Three parts make it ho
   (:mod:`router.pipeline.rekey`) moves every record that sits outside its user's partition
   (a null key, another key, or another partitioner than Kafka's murmur2) onto
   ``events.rekeyed``, into the user's partition, before this stage. Partition ``p`` of
-  ``events.raw`` and of ``events.rekeyed`` are always assigned to the same processor
-  (:mod:`router.broker.assignor`), so every copy of an event meets the one store ``p``. A copy
+  ``events.raw`` and of ``events.rekeyed`` are read by the same processor (the assignor,
+  :mod:`router.broker.assignor`, keeps them together; a processor given one without the other
+  leaves it paused), so every copy of an event meets the one store ``p``. A copy
   whose userId/anonymousId differs from the first one's is another event to this stage: the
   key that places a record is its user.
 - **State on disk.** One RocksDB store (``rocksdict``) per partition number under
