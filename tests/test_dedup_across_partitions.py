@@ -283,3 +283,55 @@ async def test_internal_topics_must_match_events_raw(kafka: KafkaSettings, tmp_p
     await ensure_topics(kafka.model_copy(update={"partitions": 1}), [topics.rekeyed])
     with pytest.raises(RuntimeError, match=r"events\.rekeyed has 1 partitions and .* has 2"):
         await Processor(workspace(kafka, tmp_path), CollectorRegistry()).start()
+
+
+async def test_during_an_upgrade_unpaired_partitions_wait(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """A member of an earlier version (round robin, events.raw only) is still in the group:
+    the processor reads only partitions it holds on both topics, until the old member leaves."""
+    topics = Topics(kafka.topic_prefix)
+    ws = workspace(kafka, tmp_path)
+    group = f"{ws.kafka.client_id}-{ws.kafka.topic_prefix}processor"
+    registry = CollectorRegistry()
+    routed = "router_processor_routed_total"
+    await ensure_topics(kafka, topics.for_workspace(ws), topics.configs(ws))
+    old = AIOKafkaConsumer(
+        topics.raw,
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=group,
+        enable_auto_commit=False,
+        session_timeout_ms=6_000,
+        heartbeat_interval_ms=1_000,
+    )
+    await old.start()
+    processor = Processor(ws, registry)
+    try:
+        await processor.start()
+        await wait_for(lambda: len(old.assignment()) == 1, "a shared group")
+        (taken,) = {tp.partition for tp in old.assignment()}
+        assert processor._owned == {1 - taken}
+        # Everything written to the processor's raw partition: events of users hashed there
+        # are routed; the others move to events.rekeyed's other partition, which the processor
+        # holds without its raw twin, and wait there.
+        batch = events(range(40))
+        await write_aiokafka(kafka, topics.raw, batch, partition=1 - taken)
+        waiting = [
+            e for e in batch if key_partition(e["userId"].encode(), kafka.partitions) == taken
+        ]
+        assert 0 < len(waiting) < len(batch)
+        await wait_for(
+            lambda: total([registry], routed, destination="all") == len(batch) - len(waiting),
+            "the paired partition's events",
+        )
+        await asyncio.sleep(1.0)
+        assert total([registry], routed, destination="all") == len(batch) - len(waiting)
+        await old.stop()  # the upgrade completes
+        await wait_for(
+            lambda: total([registry], routed, destination="all") >= len(batch), "the rest"
+        )
+        ids = await delivered_ids(kafka, topics, len(batch))
+    finally:
+        await old.stop()
+        await processor.stop()
+    assert_exactly_once(ids, {e["messageId"] for e in batch})

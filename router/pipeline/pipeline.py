@@ -185,7 +185,11 @@ class Pipeline:
         outputs: list[OutRecord] = []
         if self._rekey_partitions and envelopes:
             envelopes, outputs, stats.rekeyed = rekey.split(
-                envelopes, self._rekey_partitions, self._hashed, self.topics.rekeyed
+                envelopes,
+                self._rekey_partitions,
+                self._hash_cache,
+                self._hash,
+                self.topics.rekeyed,
             )
         pending: PendingKeys = {}
         if self.dedup is not None:
@@ -289,10 +293,6 @@ class Pipeline:
             outputs.append(rejection.to_record(target, input_topic))
         outputs.extend(violations_out)
         return BatchResult(outputs, pending, stats)
-
-    def _hashed(self, key: bytes) -> int:
-        hashed = self._hash_cache.get(key)
-        return self._hash(key) if hashed is None else hashed
 
     def _hash(self, key: bytes) -> int:
         """Kafka's partitioning hash of ``key``, remembered: a user's events recur."""

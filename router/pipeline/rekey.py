@@ -35,32 +35,35 @@ ORIGIN_HEADER = "router-origin"
 _OWN_HEADERS = (MESSAGE_ID_HEADER, ORIGIN_HEADER)
 
 
-def user_key(event: dict[str, object]) -> bytes:
-    """The partition key of an event: the same bytes the gateway and the fan-out use."""
-    user = event.get("userId") or event.get("anonymousId") or ""
-    return (user if type(user) is str else str(user)).encode()
-
-
 def split(
     envelopes: list[Envelope],
     partitions: int,
-    hashed: Callable[[bytes], int],
+    hashes: dict[bytes, int],
+    hash_key: Callable[[bytes], int],
     target_topic: str,
 ) -> tuple[list[Envelope], list[OutRecord], dict[str, int]]:
     """Envelopes to process here, records to write to ``target_topic``, moves per source.
 
-    ``hashed(key)`` is Kafka's murmur2 of the key, positive (the pipeline's cached one).
+    ``hashes`` caches Kafka's murmur2 of keys (positive), ``hash_key(key)`` computes and
+    caches one: the pipeline's cache, which the fan-out reads for the same users. This loop
+    runs for every event of keyed input too, so it is written out inline.
     """
     kept: list[Envelope] = []
     moved: list[OutRecord] = []
     counts: dict[str, int] = {}
     keep = kept.append
+    cached = hashes.get
     for env in envelopes:
-        key = user_key(env.event)
+        event = env.event
+        user = event.get("userId") or event.get("anonymousId") or ""
+        key = (user if type(user) is str else str(user)).encode()
         if not key:
             keep(env)
             continue
-        home = hashed(key) % partitions
+        hashed = cached(key)
+        if hashed is None:
+            hashed = hash_key(key)
+        home = hashed % partitions
         if home == env.partition:
             keep(env)
             continue
