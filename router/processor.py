@@ -282,6 +282,14 @@ class Processor(RoleBase):
             self._sender = None
         self.dedup.close()
 
+    def failure(self) -> str | None:
+        """The loop ended while nobody asked it to stop (the host then exits non-zero)."""
+        task = self._task
+        if task is None or not task.done() or self._stopping.is_set():
+            return None
+        error = None if task.cancelled() else task.exception()
+        return f"processor loop exited: {error!r}" if error else "processor loop exited"
+
     def health(self) -> tuple[bool, str]:
         if self._task is None:
             return False, "not running"

@@ -1,4 +1,9 @@
-"""``/metrics``, ``/healthz`` (liveness) and ``/readyz`` for every role process."""
+"""``/metrics``, ``/healthz`` (liveness) and ``/readyz`` for every role process.
+
+``/readyz`` answers 200 only while every role of the process has started, none reports a
+:meth:`~router.roles.Role.failure`, and the process is not stopping; otherwise 503 with the
+reason (``starting``, ``stopping``, or the failed role and why).
+"""
 
 from __future__ import annotations
 
@@ -28,7 +33,9 @@ class OpsServer(RoleBase):
         self.roles = list(roles)
         self.host = host
         self.port = port
+        #: Set by the host once every role started, cleared when it begins to stop.
         self.ready = False
+        self.stopping = False
         self._runner: web.AppRunner | None = None
         self.app = web.Application()
         self.app.router.add_get("/metrics", self._metrics)
@@ -47,8 +54,21 @@ class OpsServer(RoleBase):
         }
         return web.json_response({"ok": ok, "roles": body}, status=200 if ok else 503)
 
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the process should get work, and why not."""
+        for role in self.roles:
+            reason = role.failure()
+            if reason:
+                return False, f"{role.name} failed: {reason}"
+        if self.stopping:
+            return False, "stopping"
+        if not self.ready:
+            return False, "starting"
+        return True, "ready"
+
     async def _readyz(self, _request: web.Request) -> web.Response:
-        return web.json_response({"ready": self.ready}, status=200 if self.ready else 503)
+        ready, detail = self.readiness()
+        return web.json_response({"ready": ready, "detail": detail}, status=200 if ready else 503)
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)
