@@ -29,8 +29,10 @@ from router.workspace import load_workspace
 logger = logging.getLogger("router")
 
 #: Consumer-group session on the embedded broker, unless the workspace or --session-timeout
-#: sets one: the broker runs on this machine, and Tansu holds every join for half of it.
-EMBEDDED_SESSION_TIMEOUT = 3.0
+#: sets one. Tansu holds every JoinGroup for half the session and a follower's SyncGroup for
+#: up to 80% of it, in whole seconds, so after a crash a new member waits about
+#: join + sync + join: 7 s with 3 s, 4 s with 2 s. Heartbeats go every 2/3 s.
+EMBEDDED_SESSION_TIMEOUT = 2.0
 SEND_TIMEOUT = 30.0
 
 
@@ -84,7 +86,7 @@ def _serving_options(*, ops_port: int = 9300) -> argparse.ArgumentParser:
         "--session-timeout",
         type=float,
         help="seconds before a dead consumer's partitions move to another "
-        "(default: kafka.session_timeout, 6; 3 on the embedded broker)",
+        "(default: kafka.session_timeout, 6; 2 on the embedded broker)",
     )
     parent.add_argument(
         "--state-dir",
