@@ -124,7 +124,7 @@ class RoleHost(mode.Service):
         #: Called with a reason when the process must stop and exit non-zero.
         self.on_fatal: Callable[[str], None] = lambda reason: None
         self.started_at = time.monotonic()
-        self._running = False
+        self._starting: asyncio.Future[list[Any]] | None = None
         super().__init__(**kwargs)
 
     @property
@@ -139,9 +139,13 @@ class RoleHost(mode.Service):
                 f"the ops server cannot listen on {self.ops.host}:{self.ops.port}: {one_line(exc)}"
             )
             return
-        results = await asyncio.gather(
-            *(role.start() for role in self.roles), return_exceptions=True
+        # A task of its own, shielded: a SIGTERM during start must not cancel a role half way
+        # through its start (a consumer mid-join would be left open, never leaving its group);
+        # on_stop lets the starts finish, then stops every role.
+        self._starting = asyncio.ensure_future(
+            asyncio.gather(*(role.start() for role in self.roles), return_exceptions=True)
         )
+        results = await asyncio.shield(self._starting)
         failed = [
             (role, result)
             for role, result in zip(self.roles, results, strict=True)
@@ -154,7 +158,8 @@ class RoleHost(mode.Service):
                 "; ".join(f"{role.name} could not start: {one_line(e)}" for role, e in failed)
             )
             return
-        self._running = True
+        if self.ops.stopping:
+            return  # SIGTERM came while starting: on_stop takes it from here
         self.ops.ready = True
         logger.info(
             "ready in %.1f s: %s",
@@ -180,17 +185,29 @@ class RoleHost(mode.Service):
         loop = asyncio.get_running_loop()
         began = loop.time()
         self.ops.stopping = True
-        if self.drain is not None and self._running:
+        starting = self._starting
+        if starting is not None and not starting.done():
+            logger.info("stopping while the roles start: letting them finish starting first")
+            await asyncio.wait({starting}, timeout=max(1.0, self.grace * (1 - DRAIN_SHARE)))
+        started = self._all_started()
+        if self.drain is not None and started:
             await self.drain.run(began + self.grace * DRAIN_SHARE)
         for stage in reversed(self.stages):
             results = await asyncio.gather(*(role.stop() for role in stage), return_exceptions=True)
             for role, result in zip(stage, results, strict=True):
                 if isinstance(result, Exception):
                     logger.error("%s did not stop cleanly: %s", role.name, one_line(result))
-        if self.drain is not None and self._running:
+        if self.drain is not None and started:
             await self._count_left()
         await self.ops.stop()
         logger.info("stopped in %.1f s", loop.time() - began)
+
+    def _all_started(self) -> bool:
+        """Every role started (whether or not a stop came meanwhile)."""
+        starting = self._starting
+        if starting is None or not starting.done() or starting.cancelled():
+            return False
+        return not any(isinstance(result, BaseException) for result in starting.result())
 
     async def _count_left(self) -> None:
         assert self.drain is not None

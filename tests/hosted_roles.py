@@ -1,10 +1,11 @@
 """Roles that end badly, hosted by the real faust worker (``router.app``) in a subprocess.
 
-    python -m tests.hosted_roles {fails-later|cannot-start} OPS_PORT STATE_DIR
+    python -m tests.hosted_roles {fails-later|cannot-start|slow-start} OPS_PORT STATE_DIR
 
 ``fails-later``: a healthy role and one whose loop "ends" one second after start (its
 ``failure()`` says why); its ``stop()`` takes two seconds, so a test can watch ``/readyz``
 answer 503 while the process stops. ``cannot-start``: a role whose ``start()`` raises.
+``slow-start``: a role whose ``start()`` takes three seconds (a SIGTERM arrives meanwhile).
 These are plug-in roles written against the :class:`router.roles.Role` contract, the way a
 new role would be: nothing of the router is replaced.
 """
@@ -61,6 +62,24 @@ class EndsLater(RoleBase):
         return self.failure() is None, "flaky"
 
 
+class SlowStart(RoleBase):
+    name = "slow"
+
+    def __init__(self) -> None:
+        self.started = False
+
+    async def start(self) -> None:
+        await asyncio.sleep(3.0)
+        self.started = True
+        print("slow started", file=sys.stderr, flush=True)
+
+    async def stop(self) -> None:
+        print(f"slow stopped after starting: {self.started}", file=sys.stderr, flush=True)
+
+    def health(self) -> tuple[bool, str]:
+        return True, "slow"
+
+
 class CannotStart(RoleBase):
     name = "broken"
 
@@ -77,7 +96,8 @@ class CannotStart(RoleBase):
 def main(argv: list[str]) -> int:
     mode, port, state_dir = argv[0], int(argv[1]), argv[2]
     logs.configure("info", "text")
-    roles: list[RoleBase] = [Steady(), EndsLater() if mode == "fails-later" else CannotStart()]
+    other = {"fails-later": EndsLater, "cannot-start": CannotStart, "slow-start": SlowStart}[mode]
+    roles: list[RoleBase] = [Steady(), other()]
     ops = OpsServer(CollectorRegistry(), roles, port=port)
     host = RoleHost([roles], ops=ops, grace=10.0)
     app = build_app("hosted-roles-test", None, datadir=faust_datadir(state_dir, "hosted"))

@@ -6,6 +6,7 @@ process. (The crash and fault scenarios are in tests/faults.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -345,6 +346,27 @@ async def test_a_role_that_cannot_start_exits_nonzero_in_one_line(tmp_path: Path
     assert errors == [
         "router.app: broken could not start: cannot reach what it needs at 127.0.0.1:1; exiting"
     ], output
+
+
+async def test_sigterm_while_the_roles_start_lets_them_start_then_stops_them(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    with hosted("slow-start", port, tmp_path) as process:
+        async with aiohttp.ClientSession() as session:
+            while True:  # the ops server answers first, while the roles start
+                assert process.poll() is None
+                with contextlib.suppress(aiohttp.ClientError):
+                    status, body = await get_json(session, f"http://127.0.0.1:{port}/readyz")
+                    assert (status, body) == (503, {"ready": False, "detail": "starting"})
+                    break
+                await asyncio.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.to_thread(process.communicate, timeout=30)
+    assert process.returncode == 0, output
+    assert "slow stopped after starting: True" in output, output
+    assert output.index("slow started") < output.index("slow stopped"), output
+    assert "ready in" not in output and "Unclosed" not in output, output
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
