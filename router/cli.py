@@ -163,10 +163,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the process may write (default: $ROUTER_STATE_DIR or ./state)",
     )
 
+    commands.add_parser(
+        "ops",
+        parents=[serving, output],
+        help="the operations console: debugger, Event Delivery, dead letters (API and page)",
+    )
+
+    from router.ops.arguments import add_dlq_arguments, add_replay_arguments
+
+    replay = commands.add_parser(
+        "replay",
+        parents=[output],
+        help="run the pipeline again for one destination over a time window",
+    )
+    add_replay_arguments(replay)
+
+    dlq = commands.add_parser(
+        "dlq", parents=[output], help="list, show and redrive a destination's dead letters"
+    )
+    add_dlq_arguments(dlq)
+
     check = commands.add_parser(
         "check-config", parents=[output], help="validate a workspace file and exit"
     )
     check.add_argument("file", nargs="?", help="workspace YAML (default: $ROUTER_CONFIG)")
+
+    from router.plans.commands import add_plan_parser
+
+    add_plan_parser(commands)
 
     send = commands.add_parser("send", parents=[output], help="send a test event")
     send.add_argument("--write-key", "-k", required=True)
@@ -184,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--user-id", default="test-user")
     send.add_argument("--properties", default="{}", help="JSON object")
     send.add_argument("--count", type=int, default=1)
+
+    from router import catalog_cli
+
+    catalog_cli.add_parser(commands)
+
+    from destinations.warehouse.cli import add_warehouse_parser
+
+    add_warehouse_parser(commands)
     return parser
 
 
@@ -191,20 +223,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> Workspace:
+    """The workspace with the command line's overrides (tools have only some of them)."""
     workspace = load_workspace(args.config)
-    if args.bootstrap:
-        workspace = with_bootstrap(workspace, args.bootstrap)
-    kafka_update: dict[str, Any] = {}
-    if args.session_timeout is not None:
-        if not 1.0 <= args.session_timeout <= 300.0:
+    bootstrap = getattr(args, "bootstrap", None)
+    if bootstrap:
+        workspace = with_bootstrap(workspace, bootstrap)
+    session_timeout = getattr(args, "session_timeout", None)
+    if session_timeout is not None:
+        if not 1.0 <= session_timeout <= 300.0:
             raise CommandError("--session-timeout must be between 1 and 300 seconds", 2)
-        kafka_update["session_timeout"] = args.session_timeout
-    if kafka_update:
-        workspace = workspace.model_copy(
-            update={"kafka": workspace.kafka.model_copy(update=kafka_update)}
-        )
-    if args.state_dir:
-        processor = workspace.processor.model_copy(update={"state_dir": args.state_dir})
+        kafka = workspace.kafka.model_copy(update={"session_timeout": session_timeout})
+        workspace = workspace.model_copy(update={"kafka": kafka})
+    # Tools have no --state-dir; they read the same directory the roles write.
+    state_dir = getattr(args, "state_dir", None) or os.environ.get("ROUTER_STATE_DIR")
+    if state_dir:
+        processor = workspace.processor.model_copy(update={"state_dir": state_dir})
         workspace = workspace.model_copy(update={"processor": processor})
     return workspace
 
@@ -269,6 +302,10 @@ def _stages_for(
                 drain_timeout=min(10.0, role_grace),
             )
         )
+    if command in ("run", "ops"):
+        from router.ops.console import Console
+
+        work.append(Console(workspace, registry))
     if command == "run" and args.demo:
         from router.demo import DemoTraffic
 
@@ -356,7 +393,17 @@ def _serve(command: str, args: argparse.Namespace) -> int:
     try:
         stages = _stages_for(command, args, workspace, REGISTRY, role_grace=role_grace)
         roles = [role for stage in stages for role in stage]
-        ops = OpsServer(REGISTRY, roles, host=args.ops_host, port=args.ops_port)
+        from router.ops.console import Console
+
+        console = next((role for role in roles if isinstance(role, Console)), None)
+        ops = OpsServer(
+            REGISTRY,
+            roles,
+            host=args.ops_host,
+            port=args.ops_port,
+            console=console,
+            settings=workspace.ops,
+        )
         host = RoleHost(
             stages, ops=ops, drain=Drain(workspace.kafka, roles) if embedded else None, grace=grace
         )
@@ -533,13 +580,44 @@ def _run(args: argparse.Namespace) -> int:
         return asyncio.run(_send(args))
     if args.command == "demo-sink":
         return _demo_sink(args)
+    if args.command == "plan":
+        from router.plans.commands import run_plan_command
+
+        return run_plan_command(args)
+    if args.command == "destinations":
+        from router import catalog_cli
+
+        return catalog_cli.run(args, _load)
+    if args.command in ("replay", "dlq"):
+        return _operate(args)
+    if args.command == "warehouse":
+        from destinations.warehouse.cli import run_warehouse
+
+        return run_warehouse(args, _load(args))
     return _serve(args.command, args)
+
+
+def _operate(args: argparse.Namespace) -> int:
+    from router.ops.commands import CommandError as OpsCommandError
+    from router.ops.commands import dlq_command, replay_command
+
+    workspace = _load(args)
+    if not workspace.kafka.bootstrap_servers:
+        problem = "not set: pass --bootstrap or set KAFKA_BOOTSTRAP_SERVERS"
+        raise ConfigError([("kafka.bootstrap_servers", problem)])
+    command = replay_command if args.command == "replay" else dlq_command
+    try:
+        return asyncio.run(command(workspace, args))
+    except OpsCommandError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = "debug" if args.debug else args.log_level
-    logs.configure(level, args.log_format)
+    # Tools whose parsers other modules build may lack some of the output options.
+    args.debug = getattr(args, "debug", False)
+    level = "debug" if args.debug else getattr(args, "log_level", None) or logs.default_level()
+    logs.configure(level, getattr(args, "log_format", None) or logs.default_format())
     prefix = f"router {args.command}"
     try:
         return _run(args)

@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     field_validator,
     model_validator,
 )
@@ -67,7 +68,9 @@ class SecretRegistry(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self._values:
             message = self.redact(record.getMessage())
-            record.msg, record.args = message, None
+            # An empty tuple, not None: mode's formatter (the faust worker's) wraps a None
+            # into (None,) and formatting then fails on every record.
+            record.msg, record.args = message, ()
         return True
 
     def install(self) -> None:
@@ -82,7 +85,7 @@ SECRETS = SecretRegistry()
 
 def parse_duration(value: float | int | str) -> float:
     """``90``, ``"90s"``, ``"15m"``, ``"4h"``, ``"1d"``, ``"250ms"`` -> seconds."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError("expected a duration such as 30s, 15m, 4h")
     if isinstance(value, int | float):
         seconds = float(value)
@@ -241,19 +244,44 @@ Transformation = Annotated[
 # ---------------------------------------------------------------- tracking plans
 
 
+#: Segment's tracking plans list page() and screen() calls as these events: a rule under this
+#: name in ``page`` (``screen``) applies to every page (screen) call without a rule of its own.
+PAGE_VIEWED = "Page Viewed"
+SCREEN_VIEWED = "Screen Viewed"
+
+
 class PlanRules(Model):
-    """JSON Schemas (draft-07) per event; each validates the whole payload."""
+    """JSON Schemas (draft-07) per event; each validates the whole payload.
+
+    ``track``, ``page`` and ``screen`` are keyed by event name (``event`` for track, ``name``
+    for page and screen); ``identify``, ``group`` and ``alias`` hold one schema each. An
+    event with no rule is unplanned; ``{}`` plans an event without constraining it.
+    """
 
     common: dict[str, Any] | None = None
     track: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    page: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    screen: dict[str, dict[str, Any]] = Field(default_factory=dict)
     identify: dict[str, Any] | None = None
     group: dict[str, Any] | None = None
+    alias: dict[str, Any] | None = None
 
 
 class TrackingPlan(Model):
+    """A plan written in the workspace, or read from ``file`` (ours or Segment's JSON export;
+    the workspace loader reads the file and fills ``rules``)."""
+
     id: str = Field(pattern=ID_PATTERN)
     name: str = ""
+    description: str = ""
+    file: str | None = Field(default=None, min_length=1)
     rules: PlanRules = Field(default_factory=PlanRules)
+
+
+class ViolationForwarding(Model):
+    """Where "Violation Generated" events go: into ``events.raw`` as events of this source."""
+
+    source: str = Field(pattern=ID_PATTERN)
 
 
 class PlanEnforcement(Model):
@@ -263,7 +291,9 @@ class PlanEnforcement(Model):
     unplanned_events: Literal["allow", "block"] = "allow"
     unplanned_properties: Literal["allow", "omit"] = "allow"
     violations: Literal["allow", "block", "omit"] = "allow"
-    forward_violations: bool = False
+    #: ``true``: to ``events.violations`` for review; ``{source: ID}``: through that source's
+    #: pipeline to its destinations, like any event.
+    forward_violations: bool | ViolationForwarding = False
 
 
 # ---------------------------------------------------------------- sources and destinations
@@ -333,6 +363,8 @@ class ProcessorSettings(Model):
     state_dir: str = "./state"
     max_batch: int = Field(default=5000, ge=1, le=100_000)
     poll_timeout: Duration = 0.2
+    #: How often each processor publishes its source schemas to ``sources.schema``.
+    schema_interval: Duration = Field(default=60.0, gt=0)
 
 
 class GatewaySettings(Model):
@@ -345,10 +377,36 @@ class GatewaySettings(Model):
     produce_timeout: Duration = 10.0
 
 
+class OpsSettings(Model):
+    """The operations console (``router ops``, part of ``router run``) and its API."""
+
+    #: ``Authorization: Bearer <token>`` for ``/api/v1/*`` and the page's data. Without it
+    #: the console answers 401 to everything but health and metrics.
+    admin_token: SecretStr | None = None
+    #: Also require the token on ``/metrics`` (Prometheus: ``authorization`` in the scrape).
+    protect_metrics: bool = False
+    #: How long the Event Delivery, violations and per-event history are kept (and the
+    #: longest window the console answers for).
+    retention: Duration = Field(default=7 * 86400.0, ge=900)
+    #: Events the source debugger keeps per source, and how far back it reads at start.
+    debugger_events: int = Field(default=500, ge=1, le=10_000)
+    debugger_lookback: Duration = 900.0
+    #: Where the console keeps its folded state; default ``<processor.state_dir>/ops``.
+    state_dir: str | None = None
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("the admin token must be at least 16 characters")
+        return value
+
+
 class Workspace(Model):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
     sources: list[Source] = Field(min_length=1)
     destinations: list[Destination] = Field(default_factory=list)
     tracking_plans: list[TrackingPlan] = Field(default_factory=list)
@@ -372,6 +430,16 @@ class Workspace(Model):
             plan = source.tracking_plan
             if plan and plan.plan not in plan_ids:
                 problems.append(f"sources[{i}].tracking_plan.plan: unknown plan {plan.plan!r}")
+            forward = plan.forward_violations if plan else None
+            if isinstance(forward, ViolationForwarding):
+                where = f"sources[{i}].tracking_plan.forward_violations.source"
+                if forward.source not in source_ids:
+                    problems.append(f"{where}: unknown source {forward.source!r}")
+                elif forward.source == source.id:
+                    problems.append(
+                        f"{where}: a source cannot receive its own violations; "
+                        "forward them to a separate source"
+                    )
         if problems:
             raise ValueError("; ".join(problems))
         return self

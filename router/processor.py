@@ -32,6 +32,7 @@ from router.pipeline.compile import compile_workspace
 from router.pipeline.dedup import Deduplicator
 from router.pipeline.pipeline import BatchResult, Pipeline
 from router.roles import RoleBase
+from router.schema_topic import SchemaKeeper
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,9 @@ class Processor(RoleBase):
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._last_progress = time.monotonic()
+        self._last_lag_check = 0.0
+        #: Source schemas of what this processor saw (router.schema_topic).
+        self.schemas = SchemaKeeper(workspace.kafka, self.topics, interval=settings.schema_interval)
 
     async def start(self) -> None:
         kafka = self.workspace.kafka
@@ -127,6 +131,8 @@ class Processor(RoleBase):
             for dest in compiled.destinations.values()
         }
         self._pipeline = Pipeline(compiled, self.topics, self.dedup, partition_counts)
+        self._pipeline.observe = self.schemas.observe
+        await self.schemas.start(self._sender)
         consumer = make_consumer(
             kafka,
             group_id=self.group_id,
@@ -162,6 +168,7 @@ class Processor(RoleBase):
                 continue
             self._last_progress = time.monotonic()
             self.metrics.on_progress(time.time())
+            await self._refresh_lag(consumer)
             async with self.batch_lock:
                 try:
                     if polled:
@@ -184,6 +191,22 @@ class Processor(RoleBase):
                     backoff = min(backoff * 2, 10.0)
         async with self.batch_lock:
             await self.drain()
+
+    async def _refresh_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Records of events.raw not yet taken, once a second, for the lag gauge (the high
+        watermark of each fetch answer is right on every broker; ListOffsets is not on Tansu)."""
+        now = time.monotonic()
+        if now - self._last_lag_check < 1.0:
+            return
+        self._last_lag_check = now
+        lag = 0
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            with contextlib.suppress(KafkaError, IllegalStateError):
+                lag += max(0, highwater - await consumer.position(tp))
+        self.metrics.on_lag(lag)
 
     async def _submit(self, polled: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
         assert self._pipeline is not None and self._sender is not None
@@ -276,6 +299,7 @@ class Processor(RoleBase):
             with contextlib.suppress(KafkaError, TimeoutError):
                 await asyncio.wait_for(self._consumer.stop(), 10)
             self._consumer = None
+        await self.schemas.stop()
         if self._sender is not None:
             with contextlib.suppress(KafkaError, TimeoutError):
                 await asyncio.wait_for(self._sender.producer.stop(), 10)

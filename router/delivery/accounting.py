@@ -54,6 +54,8 @@ class Accounting:
                 metrics.on_delivered(destination, group.latencies or ())
             elif group.kind == "retry":
                 metrics.on_retry(destination, group.reason or "unknown", len(items))
+            elif group.kind == "filtered":
+                metrics.on_filtered(destination, group.reason or "unknown", len(items))
             else:
                 reason = group.reason or "unknown"
                 metrics.on_failed(destination, reason, len(items))

@@ -79,16 +79,21 @@ class DeliveryAgent(RoleBase):
         self.consumer_options = dict(consumer_options or {})
         self.lanes: dict[str, DestinationLane] = {}
         self.http = HttpClient()
-        self.context = PluginContext(
-            http=self.http,
-            kafka=workspace.kafka,
-            state_dir=Path(workspace.processor.state_dir),
-            registry=registry,
-        )
+        self._state_dir = Path(workspace.processor.state_dir) / "destinations"
+        self._registry = registry
         self._producer: AIOKafkaProducer | None = None
         self._checks: asyncio.Task[None] | None = None
         self._started = False
         self._plugins: dict[str, AnyPlugin] = {}
+
+    def context_for(self, destination_id: str) -> PluginContext:
+        """What the agent lends one destination's plugin (its own state directory)."""
+        return PluginContext(
+            http=self.http,
+            kafka=self.kafka,
+            state_dir=self._state_dir / destination_id,
+            registry=self._registry,
+        )
 
     def _build_plugins(self) -> dict[str, AnyPlugin]:
         """Build every destination's plugin; raises before anything touches Kafka."""
@@ -96,7 +101,7 @@ class DeliveryAgent(RoleBase):
         for dest in self.destinations:
             plugin_class = get_plugin(dest.type)
             try:
-                plugins[dest.id] = plugin_class(dest, self.context)
+                plugins[dest.id] = plugin_class(dest, self.context_for(dest.id))
             except InvalidSettings as exc:
                 raise InvalidSettings(
                     f"destination {dest.id!r}: {exc.message}", exc.problems

@@ -375,7 +375,11 @@ class DestinationLane:
         )
 
     async def _send(self, items: list[InFlight]) -> list[Settled]:
-        events = EventBatch([cast(Event, item.event) for item in items], [i.raw for i in items])
+        events = EventBatch(
+            [cast(Event, item.event) for item in items],
+            [item.raw for item in items],
+            [item.source_id for item in items],
+        )
         try:
             encoded = self.plugin.encode(events)
         except DestinationError as exc:
@@ -393,12 +397,20 @@ class DestinationLane:
         if not isinstance(encoded, Encoded):
             encoded = Encoded([encoded])
         groups = []
-        failed = encoded.failed
-        if failed:
-            now = time.time()
-            for position, why in failed.items():
-                groups += self._decide([items[position]], self._failure(why), now)
-        rest = [i for i in range(len(items)) if i not in failed] if failed else None
+        failed, skipped = encoded.failed, encoded.skipped
+        now = time.time()
+        for position, why in failed.items():
+            groups += self._decide([items[position]], self._failure(why), now)
+        if skipped:
+            by_reason: dict[str, list[InFlight]] = {}
+            for position, reason in skipped.items():
+                by_reason.setdefault(reason, []).append(items[position])
+            groups += [Settled("filtered", left, now, reason) for reason, left in by_reason.items()]
+        rest = (
+            [i for i in range(len(items)) if i not in failed and i not in skipped]
+            if failed or skipped
+            else None
+        )
         for request in encoded.requests:
             covers = getattr(request, "covers", ())
             if covers:
@@ -443,8 +455,10 @@ class DestinationLane:
                 if known is None:
                     known = shared[id(why)] = self._failure(why, request, response)
                 failures[index] = known
+            # A partner that refused every event of the request for a while (429 per event)
+            # is paused for all; one that throttled some users only is not.
             retry_after = [why.retry_after for why in refused.values() if why.retry_after]
-            if retry_after:
+            if retry_after and len(refused) == len(items):
                 self.limiter.hold(min(max(retry_after), HOLD_CAP))
         return self._decide(items, failures, time.time(), status, duration)
 

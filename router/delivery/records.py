@@ -35,7 +35,8 @@ record; when the partner refused some events of a request, the request yields on
 orjson of::
 
     {"v": 2, "destination": "hook", "destinationType": "webhook",
-     "outcome": "delivered" | "retry" | "dlq",
+     "outcome": "delivered" | "retry" | "dlq" | "filtered",  # filtered: left out on purpose
+                                    # by the destination's settings (reason says why)
      "reason": null | "http_503" | "retries_exhausted" | ...,
      "status": 200 | null,          # the partner's status when there was an answer
      "duration": 0.012 | null,      # seconds the request took
@@ -167,7 +168,8 @@ class Failure:
 @dataclass(slots=True)
 class Settled:
     """The end of one attempt for a group of events that share it: one request's events, or
-    the part of them the partner answered alike. ``kind`` is "delivered", "retry" or "dlq".
+    the part of them the partner answered alike. ``kind`` is "delivered", "retry", "dlq" or
+    "filtered" (left out on purpose by the destination's settings).
 
     Per event, in ``items`` order: ``latencies`` (delivered: seconds from receivedAt, None
     when unknown) and ``dues`` (retry: UNIX time of the next attempt, spread per event).

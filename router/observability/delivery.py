@@ -3,8 +3,9 @@
 Accounting, per destination: every record taken from ``dest.<id>`` or ``dest.<id>.retry``
 is counted once in ``received_total{origin}`` and ends in exactly one of
 ``delivered_total``, ``retries_total{reason}`` (written to the retry topic, so it will be
-received again) or ``failed_total{reason}`` (not delivered: written to the dead-letter
-topic, also counted in ``dlq_total``). So ``received = delivered + retries + failed`` once
+received again), ``failed_total{reason}`` (not delivered: written to the dead-letter
+topic, also counted in ``dlq_total``) or ``filtered_total{reason}`` (left out on purpose by
+the destination's settings). So ``received = delivered + retries + failed + filtered`` once
 nothing is in flight.
 """
 
@@ -73,6 +74,12 @@ class DeliveryMetrics:
             ["destination", "reason"],
             registry=registry,
         )
+        self.filtered = Counter(
+            "router_delivery_filtered_total",
+            "Events the destination's settings leave out on purpose (not chosen), by reason",
+            ["destination", "reason"],
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "router_delivery_dlq_total",
             "Records written to the destination's dead-letter topic",
@@ -123,6 +130,7 @@ class DeliveryMetrics:
         self._failed = _Children(self.failed)
         self._retries = _Children(self.retries)
         self._dead_letters = _Children(self.dead_letters)
+        self._filtered = _Children(self.filtered)
         self._in_flight = _Children(self.in_flight)
         self._requests = _Children(self.requests)
         self._request_seconds = _Children(self.request_seconds)
@@ -148,6 +156,10 @@ class DeliveryMetrics:
         if count:
             self._failed(destination, reason).inc(count)
             self._dead_letters(destination).inc(count)
+
+    def on_filtered(self, destination: str, reason: str, count: int) -> None:
+        if count:
+            self._filtered(destination, reason).inc(count)
 
     def on_request(self, destination: str, result: str, seconds: float | None) -> None:
         self._requests(destination, result).inc()

@@ -513,3 +513,28 @@ async def test_call_types_the_partner_does_not_take_are_dead_lettered_alone(
         await wait_until(lambda: len(sink.unique_delivered) == 1, timeout=20)
         dead = values(await consume(kafka_ns, topics.dead_letter("tracks"), expect=1))
     assert [(d["reason"], d["messageId"]) for d in dead] == [("unsupported_type", "m-1")]
+
+
+async def test_events_a_destination_does_not_choose_are_counted_as_filtered(
+    kafka_ns: KafkaSettings, sink: Sink
+) -> None:
+    topics = topics_for(kafka_ns)
+    dest = destination("choosy", sink.url)
+    dest["type"] = "test-choosy"
+    ws = make_workspace(kafka_ns, [dest])
+    produced = [event(i, behavior="ok" if i % 2 else "skip") for i in range(6)]
+    async with running_agent(ws, ["choosy"]) as (agent, ops):
+        await produce_events(kafka_ns, topics.destination("choosy"), produced)
+        await wait_until(lambda: len(sink.unique_delivered) == 3, timeout=20)
+        await wait_until(lambda: agent.lanes["choosy"].in_flight == 0, timeout=10)
+        parsed = samples(await scrape(ops.port))
+        statuses = values(await consume(kafka_ns, topics.status, expect=4, settle=0.5))
+        dead = await consume(kafka_ns, topics.dead_letter("choosy"), settle=0.3)
+    assert sink.unique_delivered == {"m-1", "m-3", "m-5"} and not dead
+    filtered = value(
+        parsed, "router_delivery_filtered_total", destination="choosy", reason="not_chosen"
+    )
+    assert filtered == 3
+    skipped = [s for s in statuses if s["outcome"] == "filtered"]
+    assert {s["reason"] for s in skipped} == {"not_chosen"}
+    assert sorted(m for s in skipped for m in s["messageIds"]) == ["m-0", "m-2", "m-4"]
