@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry
 
+from router.broker.embedded import EmbeddedBroker
 from router.broker.topics import Topics
 from router.config import KafkaSettings, Workspace
 from router.processor import Processor
@@ -309,3 +310,41 @@ async def test_tracking_plan_blocks_into_violations_topic(
         )
         == 1
     )
+
+
+def single_destination(kafka: KafkaSettings, state_dir: Path, **source: Any) -> Workspace:
+    data: dict[str, Any] = {
+        "kafka": kafka.model_dump(),
+        "processor": {"state_dir": str(state_dir), "poll_timeout": "100ms"},
+        "sources": [{"id": "web", "write_keys": [WEB], **source}],
+        "destinations": [
+            {
+                "id": "all",
+                "name": "A",
+                "type": "webhook",
+                "settings": {"url": "http://127.0.0.1:9/unused"},
+                "sources": ["web"],
+            }
+        ],
+    }
+    if "tracking_plan" in source:
+        data["tracking_plans"] = [{"id": "plan", "rules": {"track": {"Clicked": {}}}}]
+    return validate_workspace(data)
+
+
+async def test_events_without_message_id_survive_a_broker_reset(tmp_path: Path) -> None:
+    """The embedded broker keeps nothing: after a restart offsets begin at 0 again, but the
+    dedup store in ./state remembers ids derived from the old records at those offsets."""
+    prefix = "reset."
+    for round_, name in enumerate(["Before", "After"]):
+        async with EmbeddedBroker() as broker:
+            kafka = KafkaSettings(
+                bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix, partitions=1
+            )
+            workspace = single_destination(kafka, tmp_path)
+            topics = Topics(prefix)
+            async with Processor(workspace, CollectorRegistry()):
+                event = {"type": "track", "event": name, "userId": "u1"}  # no messageId
+                await produce(kafka, topics.raw, [event], headers=[("write-key", WEB.encode())])
+                delivered = values(await consume(kafka, topics.destination("all"), expect=1))
+        assert [e["event"] for e in delivered] == [name], f"round {round_}"
