@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from prometheus_client import CollectorRegistry
 
 from router.broker.embedded import EmbeddedBroker
@@ -330,6 +332,68 @@ def single_destination(kafka: KafkaSettings, state_dir: Path, **source: Any) -> 
     if "tracking_plan" in source:
         data["tracking_plans"] = [{"id": "plan", "rules": {"track": {"Clicked": {}}}}]
     return validate_workspace(data)
+
+
+async def test_a_poison_event_does_not_stop_the_processor(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """Middleware that leaves an event invalid used to make the tracking plan raise KeyError:
+    the loop died with the batch uncommitted, and died again on it after every restart."""
+    workspace = single_destination(
+        kafka,
+        tmp_path,
+        middleware=[{"type": "rename_fields", "fields": {"event": "properties.name"}}],
+        tracking_plan={"plan": "plan"},
+    )
+    topics = Topics(kafka.topic_prefix)
+    registry = CollectorRegistry()
+    async with Processor(workspace, registry) as processor:
+        await produce(
+            kafka,
+            topics.raw,
+            [
+                {"type": "identify", "userId": "u1", "messageId": "m-1"},
+                track("m-poison", "Clicked"),
+                {"type": "identify", "userId": "u1", "messageId": "m-2"},
+            ],
+            headers=[("write-key", WEB.encode())],
+        )
+        delivered = values(await consume(kafka, topics.destination("all"), expect=2))
+        dead = values(await consume(kafka, topics.dlq, expect=1))
+        assert processor.health()[0] and processor.failure() is None
+    assert [e["messageId"] for e in delivered] == ["m-1", "m-2"]
+    assert [(d["reason"], d["payload"]["messageId"]) for d in dead] == [
+        ("middleware_invalid", "m-poison")
+    ]
+
+
+async def test_a_loop_that_stops_says_why_at_once(
+    kafka: KafkaSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What events cannot cause (here: a dedup store that cannot be created) ends the loop
+    for good; the traceback is logged when it happens and failure() gives the reason."""
+    workspace = mixed_workspace(kafka, tmp_path)
+    topics = Topics(kafka.topic_prefix)
+    # A file where the dedup stores' directory must go.
+    (tmp_path / "dedup").mkdir()
+    (tmp_path / "dedup" / topics.raw).write_text("not a directory")
+    processor = Processor(workspace, CollectorRegistry())
+    await processor.start()
+    try:
+        await produce(
+            kafka, topics.raw, [track("m-1", "Clicked")], headers=[("write-key", WEB.encode())]
+        )
+        for _ in range(300):
+            if processor.failure() is not None:
+                break
+            await asyncio.sleep(0.1)
+        reason = processor.failure()
+        assert reason is not None and "processor loop stopped" in reason
+        assert processor.health() == (False, reason)
+        logged = [r for r in caplog.records if r.levelno >= logging.CRITICAL]
+        assert logged and logged[0].exc_info is not None  # before stop(), with the traceback
+    finally:
+        await processor.stop()
 
 
 async def test_events_without_message_id_survive_a_broker_reset(tmp_path: Path) -> None:
