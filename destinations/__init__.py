@@ -4,6 +4,9 @@
   and the one error root whose ``retriable`` class attribute decides retry versus dead letter.
 - :mod:`destinations.http`: the shared aiohttp client, status classification, ``Retry-After``
   parsing, batching and credential redaction.
+- :mod:`destinations.segment`: reading Segment events the way partner encoders need them
+  (times, ids, context paths), packing items into size-limited bodies, and
+  :class:`~destinations.segment.ItemizedRequest` for partners that answer per item.
 - :mod:`destinations.registry`: ``@register("type")`` plus the ``event_router.destinations``
   entry-point group, so a new destination needs no edit here.
 

@@ -50,6 +50,40 @@ __all__ = ["CALL_TYPES", "Event"]
 CALL_TYPES: frozenset[str] = EVENT_TYPES
 
 
+class EventBatch(list[Event]):
+    """The events handed to one :meth:`DestinationPlugin.encode`, with, per event and in the
+    same order, its JSON exactly as it was read from ``dest.<id>`` (``raw``) and the id of
+    the source it came from (``sources``; None where the record named none).
+
+    A plugin that forwards events unchanged (the webhook, Kafka, an archive) may splice the
+    bytes into its request instead of serializing the events again; one that partitions by
+    source (an archive, a warehouse schema per source) reads the sources. A plugin must
+    never assume either is there (tests and tools pass plain lists): use
+    :func:`raw_events` and :func:`event_sources`.
+    """
+
+    __slots__ = ("raw", "sources")
+
+    def __init__(
+        self, events: list[Event], raw: list[bytes], sources: list[str | None] | None = None
+    ) -> None:
+        super().__init__(events)
+        self.raw = raw
+        self.sources = sources
+
+
+def raw_events(events: Sequence[Event]) -> list[bytes] | None:
+    """The events' bytes as read from Kafka, when the caller passed an :class:`EventBatch`."""
+    raw = getattr(events, "raw", None)
+    return raw if isinstance(raw, list) and len(raw) == len(events) else None
+
+
+def event_sources(events: Sequence[Event]) -> list[str | None] | None:
+    """Each event's source id, when the caller passed an :class:`EventBatch` that has them."""
+    sources = getattr(events, "sources", None)
+    return sources if isinstance(sources, list) and len(sources) == len(events) else None
+
+
 class Request(Protocol):
     """What every request type has: the positions of the events it carries.
 
@@ -239,8 +273,9 @@ class PluginContext:
 
     ``http``: the agent's one HTTP client (each destination's concurrency bounds its own
     connections). ``kafka``: the router's own cluster settings, for plugins that write to
-    Kafka. ``state_dir``: a directory the plugin may keep files in (one per destination:
-    ``<state_dir>``). ``registry``: where a plugin with metrics of its own registers them.
+    Kafka. ``state_dir``: a directory of this destination's own that the plugin may keep files
+    in (``<processor.state_dir>/destinations/<id>``; created on first use by the plugin).
+    ``registry``: where a plugin with metrics of its own registers them.
     """
 
     http: HttpClient
@@ -256,10 +291,16 @@ class Encoded(Generic[RequestT]):
     ``failed``: positions of events that cannot be sent at all, with why (an
     :class:`EncodeError`, an :class:`UnsupportedType`); they are dead-lettered alone and
     the rest of the batch goes out.
+
+    ``skipped``: positions of events the destination leaves out on purpose (not chosen by
+    its settings, e.g. a Slack channel that posts only some events), each with a short,
+    bounded reason label; they are counted as filtered, like the processor's filters, and
+    never retried or dead-lettered.
     """
 
     requests: Sequence[RequestT]
     failed: Mapping[int, DestinationError] = field(default_factory=dict)
+    skipped: Mapping[int, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- the plugin

@@ -199,6 +199,10 @@ class HttpClient:
 
     async def _read_bounded(self, response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
         limit = self.max_response_bytes
+        length = response.content_length
+        if length is not None and length <= limit and "Content-Encoding" not in response.headers:
+            # The usual small, uncompressed answer of known length: one read, not a loop.
+            return await response.read(), False
         chunks: list[bytes] = []
         size = 0
         while size <= limit:

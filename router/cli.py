@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--user-id", default="test-user")
     send.add_argument("--properties", default="{}", help="JSON object")
     send.add_argument("--count", type=int, default=1)
+
+    from router import catalog_cli
+
+    catalog_cli.add_parser(commands)
     return parser
 
 
@@ -295,6 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_config(args)
         if args.command == "send":
             return asyncio.run(_send(args))
+        if args.command == "destinations":
+            from router import catalog_cli
+
+            return catalog_cli.run(args, _load)
         return _serve(args.command, args)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)

@@ -82,7 +82,7 @@ SECRETS = SecretRegistry()
 
 def parse_duration(value: float | int | str) -> float:
     """``90``, ``"90s"``, ``"15m"``, ``"4h"``, ``"1d"``, ``"250ms"`` -> seconds."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError("expected a duration such as 30s, 15m, 4h")
     if isinstance(value, int | float):
         seconds = float(value)

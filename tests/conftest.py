@@ -13,6 +13,14 @@ from router.config import KafkaSettings
 from tests.delivery.sink import Sink
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the broker (directly or through another fixture) is an integration
+    test: ``-m "not integration"`` then runs everything that needs no broker."""
+    for item in items:
+        if "broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def broker() -> Iterator[str]:
     """Bootstrap address of the embedded broker (or of ``TEST_KAFKA_BOOTSTRAP`` if set)."""

@@ -24,6 +24,28 @@ def test_durations() -> None:
     assert parse_duration(30) == 30
     with pytest.raises(ValueError):
         parse_duration("soon")
+    for wrong in ([1], {"s": 1}, None, True):
+        with pytest.raises(ValueError):
+            parse_duration(wrong)  # type: ignore[arg-type]
+
+
+def test_a_duration_of_the_wrong_type_is_a_problem_with_its_path() -> None:
+    problems = _problems(
+        {
+            "sources": [{"id": "web", "write_keys": ["k-1"]}],
+            "destinations": [
+                {
+                    "id": "d",
+                    "name": "D",
+                    "type": "webhook",
+                    "sources": ["web"],
+                    "settings": {"url": "https://example.com/"},
+                    "delivery": {"timeout": [1]},
+                }
+            ],
+        }
+    )
+    assert [path for path, _ in problems] == ["destinations[0].delivery.timeout"]
 
 
 def _problems(data: object) -> list[tuple[str, str]]:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from destinations.base import EncodeError, Event, PartnerRequest
+from destinations.base import EncodeError, Event, PartnerRequest, raw_events
 from destinations.webhook.config import WebhookSettings
 
 CONTENT_TYPE = "application/json"
@@ -50,10 +50,15 @@ class WebhookEncoder:
         if not self.batched and len(events) != 1:
             raise ValueError("an unbatched webhook encodes one event per request")
         message_ids = tuple(str(e.get("messageId") or "") for e in events)
-        try:
-            body = orjson.dumps({"batch": list(events)} if self.batched else events[0])
-        except orjson.JSONEncodeError as exc:
-            raise EncodeError(f"event is not JSON-serializable: {exc}") from exc
+        raw = raw_events(events)
+        if raw is not None:
+            # The events as read from Kafka are already their JSON: splice, do not re-encode.
+            body = b'{"batch":[' + b",".join(raw) + b"]}" if self.batched else raw[0]
+        else:
+            try:
+                body = orjson.dumps({"batch": list(events)} if self.batched else events[0])
+            except orjson.JSONEncodeError as exc:
+                raise EncodeError(f"event is not JSON-serializable: {exc}") from exc
         headers = list(self._static_headers)
         if self.batched:
             headers.append((self.settings.idempotency_header, batch_idempotency_key(message_ids)))

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from destinations.base import AnyPlugin, InvalidSettings, PluginContext
 from destinations.http import HttpClient
 from destinations.registry import get_plugin
+from router import gc_tuning
 from router.broker.clients import BatchSender, make_producer
 from router.broker.topics import Topics, ensure_topics, topics_for
 from router.config import Destination, Workspace
@@ -78,16 +79,21 @@ class DeliveryAgent(RoleBase):
         self.consumer_options = dict(consumer_options or {})
         self.lanes: dict[str, DestinationLane] = {}
         self.http = HttpClient()
-        self.context = PluginContext(
-            http=self.http,
-            kafka=workspace.kafka,
-            state_dir=Path(workspace.processor.state_dir),
-            registry=registry,
-        )
+        self._state_dir = Path(workspace.processor.state_dir) / "destinations"
+        self._registry = registry
         self._producer: AIOKafkaProducer | None = None
         self._checks: asyncio.Task[None] | None = None
         self._started = False
         self._plugins: dict[str, AnyPlugin] = {}
+
+    def context_for(self, destination_id: str) -> PluginContext:
+        """What the agent lends one destination's plugin (its own state directory)."""
+        return PluginContext(
+            http=self.http,
+            kafka=self.kafka,
+            state_dir=self._state_dir / destination_id,
+            registry=self._registry,
+        )
 
     def _build_plugins(self) -> dict[str, AnyPlugin]:
         """Build every destination's plugin; raises before anything touches Kafka."""
@@ -95,7 +101,7 @@ class DeliveryAgent(RoleBase):
         for dest in self.destinations:
             plugin_class = get_plugin(dest.type)
             try:
-                plugins[dest.id] = plugin_class(dest, self.context)
+                plugins[dest.id] = plugin_class(dest, self.context_for(dest.id))
             except InvalidSettings as exc:
                 raise InvalidSettings(
                     f"destination {dest.id!r}: {exc.message}", exc.problems
@@ -107,6 +113,7 @@ class DeliveryAgent(RoleBase):
             return
         plugins = self._build_plugins()
         self._started = True
+        gc_tuning.acquire()
         try:
             await self.http.start()
             names: list[str] = [self.topics.status]
@@ -190,6 +197,15 @@ class DeliveryAgent(RoleBase):
             except Exception:
                 logger.exception("destination %s did not stop cleanly", dest_id)
         await self.http.close()
+        gc_tuning.release()
+
+    def failure(self) -> str | None:
+        """The first lane that stopped delivering for good, if any."""
+        for lane in self.lanes.values():
+            reason = lane.failure()
+            if reason:
+                return reason
+        return None
 
     def health(self) -> tuple[bool, str]:
         if not self.lanes:

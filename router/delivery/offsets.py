@@ -55,6 +55,10 @@ class OffsetTracker:
         """Record that ``offset`` was taken (offsets of a partition arrive in increasing order)."""
         self._parts[tp].order.append(offset)
 
+    def add_many(self, tp: TopicPartition, offsets: list[int]) -> None:
+        """:meth:`add` for a poll's offsets of one partition (increasing)."""
+        self._parts[tp].order.extend(offsets)
+
     def finish(self, tp: TopicPartition, offset: int, epoch: int) -> None:
         part = self._parts.get(tp)
         if part is None or part.epoch != epoch:
@@ -65,6 +69,21 @@ class OffsetTracker:
             first = order.popleft()
             part.done.discard(first)
             part.position = first + 1
+
+    def finish_many(self, tp: TopicPartition, offsets: list[int], epoch: int) -> None:
+        """:meth:`finish` for several offsets of one partition."""
+        part = self._parts.get(tp)
+        if part is None or part.epoch != epoch:
+            return
+        done = part.done
+        done.update(offsets)
+        order = part.order
+        last = None
+        while order and order[0] in done:
+            last = order.popleft()
+            done.discard(last)
+        if last is not None:
+            part.position = last + 1
 
     def pending(self, partitions: Iterable[TopicPartition] | None = None) -> int:
         chosen = self._parts if partitions is None else partitions

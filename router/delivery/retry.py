@@ -3,7 +3,9 @@
 Randomized exponential backoff: attempt ``n`` (failed attempts so far) waits a uniform
 random time in ``[max(backoff_min, b/2), b]`` with ``b = min(backoff_max, backoff_min * 2**(n-1))``,
 so retries of many events failing together spread out instead of returning as one wave.
-A partner's ``Retry-After`` lengthens the wait, never shortens it.
+A partner's ``Retry-After`` replaces the schedule: the partner said when to come back, so
+the events are due then (at least a second later, spread over a tenth more so events refused
+together do not return as one wave), however short or long the exponential wait would be.
 
 The retry window is measured from the event's first failure, not from its ``receivedAt``:
 events replayed from the past (``router replay``, DLQ redrive) still get their full window,
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 
 from router.config import DeliveryOptions
 
+#: Shortest wait after a partner's Retry-After (a date in the past, or 0, means "now").
+MIN_RETRY_AFTER = 1.0
 _MAX_EXPONENT = 62  # 2**62 * any backoff_min is far past any backoff_max; avoids overflow
 
 
@@ -53,9 +57,10 @@ class RetryPolicy:
         rng: random.Random,
     ) -> float | None:
         """UNIX time of the next attempt, or None when the retry window is used up."""
-        wait = self.delay(attempt, rng)
         if retry_after is not None:
-            wait = max(wait, retry_after)
+            wait = max(MIN_RETRY_AFTER, retry_after) * rng.uniform(1.0, 1.1)
+        else:
+            wait = self.delay(attempt, rng)
         due = now + wait
         if due > first_failure + self.window:
             return None

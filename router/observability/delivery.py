@@ -3,17 +3,20 @@
 Accounting, per destination: every record taken from ``dest.<id>`` or ``dest.<id>.retry``
 is counted once in ``received_total{origin}`` and ends in exactly one of
 ``delivered_total``, ``retries_total{reason}`` (written to the retry topic, so it will be
-received again) or ``failed_total{reason}`` (not delivered: written to the dead-letter
-topic, also counted in ``dlq_total``). So ``received = delivered + retries + failed`` once
+received again), ``failed_total{reason}`` (not delivered: written to the dead-letter
+topic, also counted in ``dlq_total``) or ``filtered_total{reason}`` (left out on purpose by
+the destination's settings). So ``received = delivered + retries + failed + filtered`` once
 nothing is in flight.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from router.observability.histogram import BatchHistogram
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 
@@ -71,6 +74,12 @@ class DeliveryMetrics:
             ["destination", "reason"],
             registry=registry,
         )
+        self.filtered = Counter(
+            "router_delivery_filtered_total",
+            "Events the destination's settings leave out on purpose (not chosen), by reason",
+            ["destination", "reason"],
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "router_delivery_dlq_total",
             "Records written to the destination's dead-letter topic",
@@ -83,11 +92,11 @@ class DeliveryMetrics:
             ["destination"],
             registry=registry,
         )
-        self.latency = Histogram(
+        self.latency = BatchHistogram(
             "router_delivery_latency_seconds",
             "End to end, from the event's receivedAt to the destination accepting it",
             ["destination"],
-            buckets=LATENCY_BUCKETS,
+            LATENCY_BUCKETS,
             registry=registry,
         )
         self.requests = Counter(
@@ -121,8 +130,8 @@ class DeliveryMetrics:
         self._failed = _Children(self.failed)
         self._retries = _Children(self.retries)
         self._dead_letters = _Children(self.dead_letters)
+        self._filtered = _Children(self.filtered)
         self._in_flight = _Children(self.in_flight)
-        self._latency = _Children(self.latency)
         self._requests = _Children(self.requests)
         self._request_seconds = _Children(self.request_seconds)
         self._lag = _Children(self.lag)
@@ -132,16 +141,11 @@ class DeliveryMetrics:
         if count:
             self._received(destination, origin).inc(count)
 
-    def on_delivered(self, destination: str, latencies: Iterable[float | None]) -> None:
+    def on_delivered(self, destination: str, latencies: Sequence[float | None]) -> None:
         """One call per accepted request; a latency of None (no receivedAt) is not observed."""
-        count = 0
-        histogram = self._latency(destination)
-        for latency in latencies:
-            count += 1
-            if latency is not None:
-                histogram.observe(max(0.0, latency))
-        if count:
-            self._delivered(destination).inc(count)
+        if latencies:
+            self.latency.observe_many((destination,), latencies)
+            self._delivered(destination).inc(len(latencies))
 
     def on_retry(self, destination: str, reason: str, count: int) -> None:
         if count:
@@ -152,6 +156,10 @@ class DeliveryMetrics:
         if count:
             self._failed(destination, reason).inc(count)
             self._dead_letters(destination).inc(count)
+
+    def on_filtered(self, destination: str, reason: str, count: int) -> None:
+        if count:
+            self._filtered(destination, reason).inc(count)
 
     def on_request(self, destination: str, result: str, seconds: float | None) -> None:
         self._requests(destination, result).inc()
@@ -172,6 +180,6 @@ class DeliveryMetrics:
         self.delivered.labels(destination)
         self.dead_letters.labels(destination)
         self.in_flight.labels(destination).set(0)
-        self.latency.labels(destination)
+        self.latency.touch(destination)
         for origin in ("fresh", "retry"):
             self.received.labels(destination, origin)

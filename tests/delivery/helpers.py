@@ -153,7 +153,7 @@ async def running_agent(
     try:
         await agent.start()
         await wait_until(
-            lambda: all(lane.consumer.assignment() for lane in agent.lanes.values()),
+            lambda: all(lane.fetcher.consumer.assignment() for lane in agent.lanes.values()),
             timeout=20,
             what="every lane has partitions",
         )

@@ -65,12 +65,14 @@ async def test_delivers_every_event_signed_and_commits(kafka_ns: KafkaSettings, 
         digest = hmac.new(SECRET.encode(), request.body, hashlib.sha256).hexdigest()
         assert request.headers["X-Signature"] == f"sha256={digest}"
         assert orjson.loads(request.body)["messageId"] == message_id
+    # One status record per request (unbatched: per event), each naming its events.
     statuses = values(await consume(kafka_ns, topics.status, expect=30, settle=0.3))
-    assert sorted(s["messageId"] for s in statuses) == sorted(e["messageId"] for e in produced)
-    assert {(s["outcome"], s["destination"], s["sourceId"], s["status"]) for s in statuses} == {
-        ("delivered", "hook", "web", 200)
+    covered = [m for s in statuses for m in s["messageIds"]]
+    assert sorted(covered) == sorted(e["messageId"] for e in produced)
+    assert {(s["outcome"], s["destination"], s["status"], s["count"]) for s in statuses} == {
+        ("delivered", "hook", 200, 1)
     }
-    assert all(s["latency"] is not None and s["latency"] >= 0 for s in statuses)
+    assert all(s["latencyMs"][0] is not None and s["latencyMs"][0] >= 0 for s in statuses)
 
 
 async def test_batches_split_around_events_that_cannot_be_encoded(
@@ -282,7 +284,7 @@ async def test_not_due_retries_wait_without_blocking_fresh_events(
             what="late events delivered once due",
         )
         # Paused, not polled in a loop: a retry partition is deferred about once per wait.
-        assert 1 <= lane.deferrals <= 3 * kafka_ns.partitions
+        assert 1 <= lane.fetcher.deferrals <= 3 * kafka_ns.partitions
     for message in late:
         first, second = sink.requests_for(message["messageId"])[:2]
         assert second.at - first.at >= 2.9
@@ -383,12 +385,12 @@ async def test_metrics_of_a_known_run(kafka_ns: KafkaSettings, sink: Sink) -> No
         # Liveness: healthy while idle; unhealthy once work waits and nothing finishes.
         lane = agent.lanes["hook"]
         assert agent.health() == (True, "hook: lag 0, 0 in flight")
-        lane.lag = 5
+        lane.fetcher.lag = 5
         assert agent.health()[0]  # lag with recent progress is not a stall
         lane._last_progress -= lane.stall_after + 1
         healthy, detail = agent.health()
         assert not healthy and "no outcome for" in detail and "lag 5" in detail
-        lane.lag = 0
+        lane.fetcher.lag = 0
         assert agent.health()[0]  # idle (no lag, nothing in flight) is never a stall
 
     def metric(name: str, **labels: str) -> float:
@@ -417,7 +419,7 @@ async def test_metrics_of_a_known_run(kafka_ns: KafkaSettings, sink: Sink) -> No
         s["error"]["response"]["status"] in (503, 429) and s["dueAt"] for s in retry_statuses
     )
     delivered_after_retry = [
-        s for s in statuses if s["outcome"] == "delivered" and s["attempt"] == 2
+        s for s in statuses if s["outcome"] == "delivered" and s["attempts"] == [2]
     ]
     assert len(delivered_after_retry) == 4
 
@@ -448,3 +450,91 @@ async def test_stop_hands_off_unfinished_work_to_the_next_agent(
         )
     # Committed before stopping: the next agent resent little, if anything.
     assert sink.duplicates <= 2
+
+
+async def test_partial_batches_wait_flush_interval_for_more_events(
+    kafka_ns: KafkaSettings, sink: Sink
+) -> None:
+    """Loaders batch by rows and time: three small polls make one request, not three."""
+    topics = topics_for(kafka_ns)
+    ws = make_workspace(
+        kafka_ns, [destination("loader", sink.url, batch_size=30, flush_interval="3s")]
+    )
+    async with running_agent(ws, ["loader"]):
+        for start in (0, 10, 20):
+            batch = [event(i) for i in range(start, start + 10)]
+            await produce_events(kafka_ns, topics.destination("loader"), batch)
+            await asyncio.sleep(0.3)
+        await wait_until(lambda: len(sink.unique_delivered) == 30, timeout=20)
+        assert [len(r.events) for r in sink.requests] == [30]
+        # A partial batch goes out once flush_interval passed with nothing more coming.
+        await produce_events(kafka_ns, topics.destination("loader"), [event(99)])
+        await wait_until(lambda: len(sink.unique_delivered) == 31, timeout=20)
+        assert [len(r.events) for r in sink.requests] == [30, 1]
+
+
+async def test_dead_letters_are_logged_once_per_interval(
+    kafka_ns: KafkaSettings, sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    topics = topics_for(kafka_ns)
+    sink.fail(400)
+    ws = make_workspace(kafka_ns, [destination("rejects", sink.url)])
+    async with running_agent(ws, ["rejects"]) as (agent, _ops):
+        with caplog.at_level("WARNING", logger="router.delivery.accounting"):
+            await produce_events(
+                kafka_ns, topics.destination("rejects"), [event(i) for i in range(5)]
+            )
+            await wait_until(
+                lambda: agent.lanes["rejects"].in_flight == 0 and bool(caplog.records), timeout=20
+            )
+            await asyncio.sleep(0.5)
+    lines = [r.getMessage() for r in caplog.records if "dead-lettered" in r.getMessage()]
+    # The first dead letter is said at once; the rest are summed into the next line (here the
+    # one said at shutdown), never one line per event.
+    assert 1 <= len(lines) <= 2, lines
+    assert lines[0].startswith("rejects: ") and "http_400" in lines[0]
+    assert "HTTP 400 from" in lines[0]
+    total = sum(int(line.split(": ")[1].split(" ")[0]) for line in lines)
+    assert total == 5
+
+
+async def test_call_types_the_partner_does_not_take_are_dead_lettered_alone(
+    kafka_ns: KafkaSettings, sink: Sink
+) -> None:
+    """The processor filters these; the lane still refuses one that arrives (config race)."""
+    topics = topics_for(kafka_ns)
+    dest = destination("tracks", sink.url)
+    dest["type"] = "test-track-only"
+    ws = make_workspace(kafka_ns, [dest])
+    identify = {**event(1), "type": "identify", "traits": {"plan": "pro"}}
+    identify.pop("event", None)
+    async with running_agent(ws, ["tracks"]):
+        await produce_events(kafka_ns, topics.destination("tracks"), [event(0), identify])
+        await wait_until(lambda: len(sink.unique_delivered) == 1, timeout=20)
+        dead = values(await consume(kafka_ns, topics.dead_letter("tracks"), expect=1))
+    assert [(d["reason"], d["messageId"]) for d in dead] == [("unsupported_type", "m-1")]
+
+
+async def test_events_a_destination_does_not_choose_are_counted_as_filtered(
+    kafka_ns: KafkaSettings, sink: Sink
+) -> None:
+    topics = topics_for(kafka_ns)
+    dest = destination("choosy", sink.url)
+    dest["type"] = "test-choosy"
+    ws = make_workspace(kafka_ns, [dest])
+    produced = [event(i, behavior="ok" if i % 2 else "skip") for i in range(6)]
+    async with running_agent(ws, ["choosy"]) as (agent, ops):
+        await produce_events(kafka_ns, topics.destination("choosy"), produced)
+        await wait_until(lambda: len(sink.unique_delivered) == 3, timeout=20)
+        await wait_until(lambda: agent.lanes["choosy"].in_flight == 0, timeout=10)
+        parsed = samples(await scrape(ops.port))
+        statuses = values(await consume(kafka_ns, topics.status, expect=4, settle=0.5))
+        dead = await consume(kafka_ns, topics.dead_letter("choosy"), settle=0.3)
+    assert sink.unique_delivered == {"m-1", "m-3", "m-5"} and not dead
+    filtered = value(
+        parsed, "router_delivery_filtered_total", destination="choosy", reason="not_chosen"
+    )
+    assert filtered == 3
+    skipped = [s for s in statuses if s["outcome"] == "filtered"]
+    assert {s["reason"] for s in skipped} == {"not_chosen"}
+    assert sorted(m for s in skipped for m in s["messageIds"]) == ["m-0", "m-2", "m-4"]

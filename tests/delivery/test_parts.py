@@ -12,16 +12,18 @@ from destinations.base import PartnerRequest, PartnerResponse, PluginContext
 from destinations.http import HttpClient
 from destinations.webhook import WebhookDestination
 from router.config import DeliveryOptions, Destination
+from router.delivery.classify import classify, received_at
 from router.delivery.offsets import OffsetTracker
 from router.delivery.records import (
     HEADER_ATTEMPT,
     HEADER_DUE,
     Failure,
     InFlight,
-    Outcome,
     RetryState,
-    dead_letter_record,
-    retry_record,
+    Settled,
+    dead_letter_records,
+    iso,
+    retry_records,
     status_record,
 )
 from router.delivery.retry import RetryPolicy
@@ -47,6 +49,24 @@ def test_offsets_commit_only_the_finished_prefix() -> None:
     assert tracker.pending() == 1
     tracker.finish(TP, 13, epoch)
     assert tracker.committable() == {TP: 14} and tracker.pending() == 0
+
+
+def test_offsets_finish_many_is_finish_for_each() -> None:
+    rng = random.Random(2)
+    for _ in range(200):
+        one, many = OffsetTracker(), OffsetTracker()
+        for tracker in (one, many):
+            tracker.assign([TP])
+            tracker.add_many(TP, list(range(100, 130)))
+        offsets = list(range(100, 130))
+        rng.shuffle(offsets)
+        chunks = [offsets[i : i + rng.randint(1, 6)] for i in range(0, 30, 6)]
+        for chunk in chunks:
+            for offset in chunk:
+                one.finish(TP, offset, one.epoch(TP) or 0)
+            many.finish_many(TP, chunk, many.epoch(TP) or 0)
+            assert one.committable() == many.committable()
+            assert one.pending() == many.pending()
 
 
 def test_offsets_ignore_work_from_a_previous_assignment() -> None:
@@ -92,14 +112,14 @@ def test_retry_window_and_retry_after() -> None:
         policy.next_due(attempt=1, first_failure=100.0, now=100.0, retry_after=None, rng=rng)
         == 101.0
     )
-    # Retry-After lengthens the wait, never shortens it.
-    assert (
-        policy.next_due(attempt=1, first_failure=100.0, now=100.0, retry_after=5, rng=rng) == 105.0
-    )
-    assert (
-        policy.next_due(attempt=1, first_failure=100.0, now=100.0, retry_after=0.1, rng=rng)
-        == 101.0
-    )
+    # Retry-After replaces the schedule (the partner said when), spread over a tenth more,
+    # and is at least a second.
+    due = policy.next_due(attempt=1, first_failure=100.0, now=100.0, retry_after=5, rng=rng)
+    assert due is not None and 105.0 <= due <= 105.5
+    due = policy.next_due(attempt=6, first_failure=100.0, now=100.0, retry_after=2, rng=rng)
+    assert due is not None and 102.0 <= due <= 102.2  # not the exponential wait
+    due = policy.next_due(attempt=1, first_failure=100.0, now=100.0, retry_after=0.1, rng=rng)
+    assert due is not None and 101.0 <= due <= 101.1
     # Past the window (measured from the first failure): no more retries.
     assert (
         policy.next_due(attempt=9, first_failure=100.0, now=109.5, retry_after=None, rng=rng)
@@ -146,10 +166,8 @@ def test_retry_state_round_trip_and_retry_record() -> None:
     assert RetryState.from_headers((("source", b"web"), *state.headers())) == state
     assert RetryState.from_headers((("source", b"web"),)) is None
     assert RetryState.from_headers(((HEADER_ATTEMPT, b"x"), (HEADER_DUE, b"1"))) is None
-    outcome = Outcome(
-        item(), "retry", at=1000.5, attempt=1, reason="http_503", first_failure=1000.5, due=1010.25
-    )
-    record = retry_record("dest.hook.retry", outcome)
+    settled = Settled("retry", [item()], 1000.5, "http_503", dues=[1010.25])
+    (record,) = retry_records("dest.hook.retry", settled)
     assert record.key == b"u1" and record.value == item().raw
     headers = dict(record.headers)
     assert headers["source"] == b"web"
@@ -177,6 +195,7 @@ def webhook() -> WebhookDestination:
 def test_dead_letter_has_event_request_and_response_without_credentials() -> None:
     hook = webhook()
     request = hook.encode([item().event or {}])
+    assert isinstance(request, PartnerRequest)
     response = PartnerResponse(
         400, (("Content-Type", "application/json"),), b'{"error": "bad Bearer tok-123456"}', 0.02
     )
@@ -188,17 +207,8 @@ def test_dead_letter_has_event_request_and_response_without_credentials() -> Non
         request=hook.describe_request(request),
         response=hook.describe_response(response),
     )
-    outcome = Outcome(
-        item(),
-        "dlq",
-        at=1000.0,
-        attempt=1,
-        reason="http_400",
-        status=400,
-        failure=failure,
-        first_failure=1000.0,
-    )
-    record = dead_letter_record("dest.hook.dlq", outcome, destination="hook", kind="webhook")
+    settled = Settled("dlq", [item()], 1000.0, "http_400", status=400, failure=failure)
+    (record,) = dead_letter_records("dest.hook.dlq", settled, destination="hook", kind="webhook")
     assert b"tok-123456" not in record.value and b"hmac-secret-123" not in record.value
     body = orjson.loads(record.value)
     assert body["event"] == item().event and body["raw"] is None
@@ -218,35 +228,73 @@ def test_dead_letter_has_event_request_and_response_without_credentials() -> Non
 def test_dead_letter_keeps_undecodable_input_as_text() -> None:
     broken = item(raw=b"\xffnot json", event=None)
     failure = Failure("undecodable", "the record value is not a JSON object", False)
-    outcome = Outcome(broken, "dlq", at=1.0, attempt=1, reason="undecodable", failure=failure)
-    body = orjson.loads(dead_letter_record("d", outcome, destination="hook", kind="webhook").value)
+    settled = Settled("dlq", [broken], 1.0, "undecodable", failure=failure)
+    (record,) = dead_letter_records("d", settled, destination="hook", kind="webhook")
+    body = orjson.loads(record.value)
     assert body["event"] is None and body["raw"].encode("latin-1") == b"\xffnot json"
     assert body["request"] is None and body["response"] is None
 
 
-def test_status_record() -> None:
-    delivered = Outcome(
-        item(), "delivered", at=1_800_000_000.0, attempt=2, latency=0.25, duration=0.01, status=200
+def test_status_record_is_one_per_request() -> None:
+    items = [
+        item(event={**(item().event or {}), "messageId": f"m-{n}"}, offset=n) for n in range(3)
+    ]
+    delivered = Settled(
+        "delivered", items, 1_800_000_000.0, status=200, duration=0.01, latencies=[0.25, None, 1]
     )
     record = status_record("delivery.status", delivered, destination="hook", kind="webhook")
-    assert record.key == b"m-1"
+    assert record.key == b"hook"
     assert dict(record.headers) == {"destination": b"hook", "outcome": b"delivered"}
     body = orjson.loads(record.value)
-    assert body["outcome"] == "delivered" and body["attempt"] == 2 and body["latency"] == 0.25
-    assert body["error"] is None and body["type"] == "track" and body["event"] == "Signed Up"
-    failure = Failure("timeout", "no answer", True)
-    retry = Outcome(
-        item(),
-        "retry",
-        at=1.0,
-        attempt=1,
-        reason="timeout",
-        failure=failure,
-        first_failure=1.0,
-        due=2.0,
+    assert body["v"] == 2 and body["outcome"] == "delivered" and body["count"] == 3
+    assert body["messageIds"] == ["m-0", "m-1", "m-2"] and body["attempts"] == [1, 1, 1]
+    assert body["latencyMs"] == [250, None, 1000] and body["error"] is None
+    assert body["at"] == "2027-01-15T08:00:00.000Z" and body["status"] == 200
+    failure = Failure(
+        "timeout", "no answer", True, summary={"request": {"url": "u"}, "response": None}
     )
+    retry = Settled("retry", items[:2], 1.0, "timeout", failure=failure, dues=[3.0, 2.0])
     body = orjson.loads(status_record("s", retry, destination="hook", kind="webhook").value)
-    assert body["error"]["reason"] == "timeout" and body["dueAt"] == "1970-01-01T00:00:02.000Z"
+    assert body["dueAt"] == "1970-01-01T00:00:02.000Z" and body["latencyMs"] is None
+    assert body["error"]["reason"] == "timeout" and body["error"]["request"] == {"url": "u"}
+    assert body["error"]["event"]["messageId"] == "m-0"  # a sample of what was sent
+
+
+def test_classify_groups_a_request_by_outcome() -> None:
+    policy = RetryPolicy(1.0, 10.0, 60.0)
+    rng = random.Random(3)
+    items = [item(offset=n) for n in range(5)]
+    (whole,) = classify(items, failed=None, at=1e9, policy=policy, rng=rng, status=200)
+    assert whole.kind == "delivered" and whole.items == items and len(whole.latencies or []) == 5
+    bad = Failure("http_400", "HTTP 400", False, status=400)
+    busy = Failure("throttled", "slow down", True, retry_after=5.0)
+    groups = classify(
+        items, failed={1: bad, 3: busy, 4: bad}, at=1e9, policy=policy, rng=rng, status=200
+    )
+    summary = [(g.kind, g.reason, [i.offset for i in g.items]) for g in groups]
+    assert summary == [
+        ("delivered", None, [0, 2]),
+        ("dlq", "http_400", [1, 4]),
+        ("retry", "throttled", [3]),
+    ]
+    assert groups[2].dues is not None and 1e9 + 5 <= groups[2].dues[0] <= 1e9 + 5.5
+    # Out of window: the whole request dead-letters as retries_exhausted.
+    old = [item(attempt=4, first_failure=1e9 - 59.5)]
+    (gone,) = classify(old, failed=busy, at=1e9, policy=policy, rng=rng)
+    assert (gone.kind, gone.reason, gone.exhausted) == ("dlq", "retries_exhausted", True)
+
+
+def test_received_at_fast_path_matches_the_parser() -> None:
+    from router.spec import received_at_seconds
+
+    rng = random.Random(9)
+    for _ in range(2000):
+        seconds = round(rng.uniform(0, 4e9), 3)
+        text = iso(seconds)
+        event = {"receivedAt": text}
+        assert received_at(event) == pytest.approx(received_at_seconds(event), abs=1e-6)
+    for odd in ("2026-11-23T10:00:00Z", "2026-11-23T10:00:00.5+01:00", 5, "garbage"):
+        assert received_at({"receivedAt": odd}) == received_at_seconds({"receivedAt": odd})
 
 
 def test_partner_request_is_hashable_and_frozen() -> None:
@@ -280,45 +328,31 @@ def test_status_partition_and_time_match_kafka_and_spec() -> None:
         assert iso(seconds) == format_timestamp(datetime.fromtimestamp(seconds, UTC))
 
 
-def test_records_with_precomputed_partition_and_error_are_the_same() -> None:
-    """Partitions computed in the lane (fast murmur2) are the producer's; a status record
-    with its error serialized once per request reads exactly like one built per event."""
+def test_records_with_precomputed_partition_are_the_producers() -> None:
+    """Partitions computed in the lane (fast murmur2) are the producer's."""
     from aiokafka.partitioner import DefaultPartitioner
 
-    from router.delivery.records import status_error_json
-
     partitions = list(range(7))
-    failure = Failure(
-        "http_503",
-        "HTTP 503",
-        True,
-        status=503,
-        summary={"request": {"body": "x" * 50}, "response": {"status": 503}},
-    )
-    for n in range(50):
-        one = item(key=f"user-{n}".encode(), event={**(item().event or {}), "messageId": f"m{n}"})
-        outcome = Outcome(
-            one,
-            "retry",
-            at=1.5,
-            attempt=1,
-            reason="http_503",
-            failure=failure,
-            first_failure=1.5,
-            due=12.25,
-        )
-        retry = retry_record("r", outcome, partitions=len(partitions))
+    items = [
+        item(key=f"user-{n}".encode(), event={**(item().event or {}), "messageId": f"m{n}"})
+        for n in range(50)
+    ]
+    settled = Settled("retry", items, 1.5, "http_503", dues=[12.25] * 50)
+    for one, retry in zip(items, retry_records("r", settled, partitions=7), strict=True):
         assert retry.partition == DefaultPartitioner()(one.key, partitions, partitions)
-        plain = status_record(
-            "s", outcome, destination="hook", kind="webhook", error_detail=failure.summary
-        )
-        fast = status_record(
-            "s",
-            outcome,
-            destination="hook",
-            kind="webhook",
-            partitions=len(partitions),
-            error_json=status_error_json(failure, failure.summary),
-        )
-        assert orjson.loads(fast.value) == orjson.loads(plain.value)
-        assert fast.partition == DefaultPartitioner()(fast.key, partitions, partitions)
+    status = status_record("s", settled, destination="hook", kind="webhook", partitions=7)
+    assert status.partition == DefaultPartitioner()(b"hook", partitions, partitions)
+
+
+def test_a_dead_letter_of_an_event_orjson_cannot_write_keeps_its_text() -> None:
+    deep: dict[str, object] = {}
+    node = deep
+    for _ in range(300):
+        node["a"] = {}
+        node = node["a"]  # type: ignore[assignment]
+    event = {**(item().event or {}), "properties": deep}
+    broken = item(event=event, raw=b'{"raw": "as it came"}')
+    settled = Settled("dlq", [broken], 1.0, "encode", failure=Failure("encode", "deep", False))
+    (record,) = dead_letter_records("d", settled, destination="hook", kind="webhook")
+    body = orjson.loads(record.value)
+    assert body["event"] is None and body["raw"] == '{"raw": "as it came"}'

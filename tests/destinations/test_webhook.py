@@ -10,7 +10,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from destinations.base import PluginContext
+from destinations.base import EventBatch, PluginContext
 from destinations.http import HttpClient
 from destinations.webhook import WebhookDestination, WebhookSettings
 from destinations.webhook.encoder import batch_idempotency_key, sign
@@ -160,3 +160,52 @@ async def test_health_checks(health_server: str) -> None:
             {"url": dead, "health_url": f"{health_server}/down"}, http=http
         ).health_check()
         assert not ok and "503" in detail
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_raw_bytes_from_kafka_give_the_same_request(batch_size: int) -> None:
+    """The lane hands the events' JSON as read; splicing it equals serializing again."""
+    hook = plugin(
+        {"url": "https://example.com/in", "secret": "s3cret-value"}, batch_size=batch_size
+    )
+    events = [
+        {"type": "track", "event": "E", "messageId": f"m{i}", "userId": "u", "n": 1.5}
+        for i in range(batch_size)
+    ]
+    raw = [orjson.dumps(e) for e in events]
+    assert hook.encode(EventBatch(events, raw)) == hook.encode(events)
+
+
+def test_urls_from_the_environment_are_masked_in_descriptions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Slack-style secret path or an innocently named query parameter, written as ${ENV}:
+    nothing a person reads (dead letters, status records) may show them."""
+    from router.workspace import validate_workspace
+
+    monkeypatch.setenv("HOOK_URL", "https://hooks.example.com/services/T0/B0/pathsecret99")
+    monkeypatch.setenv("HOOK_TOKEN", "plainsecret77")
+    workspace = validate_workspace(
+        {
+            "sources": [{"id": "web", "write_keys": ["k-web-1"]}],
+            "destinations": [
+                {
+                    "id": "hook",
+                    "name": "Hook",
+                    "type": "webhook",
+                    "sources": ["web"],
+                    "settings": {"url": "${HOOK_URL}?plain=${HOOK_TOKEN}"},
+                }
+            ],
+        }
+    )
+    hook = WebhookDestination(workspace.destinations[0], PluginContext(http=HttpClient()))
+    request = hook.encode([{"type": "track", "event": "E", "messageId": "m", "userId": "u"}])
+    shown = json.dumps(
+        [
+            hook.describe_request(request),
+            hook.describe_text(f"HTTP 404 from {request.url}"),
+        ]
+    )
+    assert "pathsecret99" not in shown and "plainsecret77" not in shown
+    assert "hooks.example.com" not in shown  # the whole value came from the environment

@@ -220,6 +220,7 @@ async def test_body_read_timeout_and_slow_headers(kafka: KafkaSettings) -> None:
         writer.close()
 
 
+@pytest.mark.integration
 async def test_kafka_down_answers_503(tmp_path: Any) -> None:
     """Never 200 without an ack: a dead broker makes requests fail with 503 (retried)."""
     async with EmbeddedBroker() as broker:

@@ -1,0 +1,70 @@
+"""Google Analytics 4 through the Measurement Protocol (web data streams)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import orjson
+
+from destinations.base import (
+    DestinationError,
+    Encoded,
+    Event,
+    PartnerRequest,
+    PartnerResponse,
+    PluginContext,
+)
+from destinations.ga4.config import GA4Settings
+from destinations.ga4.encoder import GA4Encoder
+from destinations.ga4.names import MAX_EVENTS
+from destinations.ga4.responses import check_response
+from destinations.http import HttpDestination, raise_for_status
+from destinations.registry import register
+from destinations.segment import ItemizedRequest
+from router.config import Destination
+
+__all__ = ["GA4Destination", "GA4Settings"]
+
+
+@register("ga4")
+class GA4Destination(HttpDestination[GA4Settings]):
+    settings_model = GA4Settings
+    summary = "Google Analytics 4 Measurement Protocol: e-commerce -> recommended events, pages"
+    call_types = frozenset({"track", "page"})
+    default_batch_size = 1
+    max_batch_size = MAX_EVENTS
+
+    def __init__(self, destination: Destination, context: PluginContext) -> None:
+        super().__init__(destination, context)
+        self.encoder = GA4Encoder(self.settings, self.options_for)
+
+    def encode(self, events: Sequence[Event]) -> Encoded[PartnerRequest]:
+        encoded = self.encoder.encode(events)
+        return Encoded(list(encoded.requests), encoded.failed)
+
+    def check(
+        self, request: PartnerRequest, response: PartnerResponse
+    ) -> Mapping[int, DestinationError]:
+        if isinstance(request, ItemizedRequest):
+            return check_response(request, response)
+        raise_for_status(request, response)
+        return {}
+
+    def event_tester_request(self, request: PartnerRequest) -> PartnerRequest:
+        """The same request to GA4's validation server, with recommendations enforced."""
+        body = orjson.loads(request.body)
+        body["validation_behavior"] = "ENFORCE_RECOMMENDATIONS"
+        owners = request.owners if isinstance(request, ItemizedRequest) else ()
+        return ItemizedRequest(
+            method=request.method,
+            url=self.encoder.debug_url,
+            headers=request.headers,
+            body=orjson.dumps(body),
+            message_ids=request.message_ids,
+            covers=request.covers,
+            owners=owners,
+            endpoint="debug",
+        )
+
+    async def health_check(self) -> tuple[bool, str]:
+        return await self.http.probe(self.settings.base_url, time_limit=min(self.timeout, 5.0))
