@@ -212,6 +212,7 @@ class Pipeline:
         dumps = orjson.dumps
         is_enabled = integrations.is_enabled
         recheck = spec.recheck
+        max_output = _MAX_OUTPUT_BYTES
         hash_of = self._hash_cache.get
         failures = 0
         for env in envelopes:
@@ -310,11 +311,13 @@ class Pipeline:
                         # shares one serialization of the event.
                         if shared_bytes is None:
                             shared_bytes = b"%b" % dumps(event)
+                            if len(shared_bytes) > max_output:
+                                raise _oversized(len(shared_bytes))
                         value = shared_bytes
                     else:
                         value = b"%b" % dumps(final)
-                    if len(value) > _MAX_OUTPUT_BYTES:
-                        raise _oversized(len(value))
+                        if len(value) > max_output:
+                            raise _oversized(len(value))
                     partition = hashed % count if (hashed is not None and count) else None
                     append(OutRecord(topic, key, value, headers, partition))
                     routed[slot] += 1
