@@ -215,6 +215,7 @@ class Pipeline:
         max_output = _MAX_OUTPUT_BYTES
         hash_of = self._hash_cache.get
         failures = 0
+        released: set[bytes] = set()  # dedup keys of events dead-lettered whole
         for env in envelopes:
             (
                 source,
@@ -254,8 +255,11 @@ class Pipeline:
                         if recheck_transform:
                             recheck(event)
                 else:
+                    before = len(rejections)
                     kept = self._source_stages(source, env, rejections, violations_out, stats)
                     if kept is None:
+                        if len(rejections) > before:
+                            released.add(env.dedup_key)
                         continue
                     event = kept
                 # Fan-out: integrations object, destination filters and transformations, then
@@ -343,6 +347,9 @@ class Pipeline:
                             exc_info=exc,
                         )
                 rejections.append(failure)
+                released.add(env.dedup_key)
+        if released and self.dedup is not None:
+            self.dedup.release(pending, released)
         if failures > 1:
             logger.error("%d events of one batch failed in a stage (the first is logged)", failures)
         for slot, n in enumerate(routed):

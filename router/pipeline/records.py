@@ -21,6 +21,9 @@ class Envelope:
     timestamp_ms: int
     source_id: str = ""
     notes: dict[str, Any] = field(default_factory=dict)
+    #: The key dedup knows the event by (set by Deduplicator.filter), to forget it again if
+    #: the event is dead-lettered whole, so a fixed replay is not taken for a duplicate.
+    dedup_key: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,4 +33,6 @@ def hostile(event: dict[str, Any]) -> dict[str, Any] | None:
         properties["x"] = "x" * 600_000
     elif mode == "sulky":
         return _Sulky(event)
+    elif mode == "raise" or event.get("event") == "Raise":
+        raise RuntimeError("a bug in the user's function")
     return event

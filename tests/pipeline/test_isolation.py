@@ -204,3 +204,29 @@ def test_a_destination_that_breaks_an_event_loses_only_its_own_copy(harness: Har
     (letter,) = outcome.dead
     assert letter["reason"] == "transformation_invalid"
     assert letter["details"] == {"destination": "breaks", "code": "missing_event"}
+
+
+@pytest.mark.parametrize("plan", [False, True], ids=["no plan", "plan"])
+@pytest.mark.parametrize(
+    "middleware",
+    [
+        {"type": "rename_fields", "fields": {"event": "properties.was"}},
+        {"type": "function", "function": HOSTILE},
+    ],
+    ids=["invalid", "raises"],
+)
+def test_a_dead_lettered_event_can_be_replayed_once_fixed(
+    harness: Harness, plan: bool, middleware: dict[str, Any]
+) -> None:
+    """Its messageId is not remembered: the fixed replay is not taken for a duplicate."""
+    broken: dict[str, Any] = {"middleware": [middleware]}
+    if plan:
+        broken["tracking_plan"] = {"plan": "plan"}
+    events = [{**track("m-1"), "event": "Raise"}, {**track("m-2"), "type": "identify"}]
+    first = harness.run(broken, [hook("a")], events)
+    assert first.delivered == {"a": ["m-2"]}
+    assert [letter["payload"]["messageId"] for letter in first.dead] == ["m-1"]
+    fixed = {"tracking_plan": {"plan": "plan"}} if plan else {}
+    again = harness.run(fixed, [hook("a")], events)
+    assert again.delivered == {"a": ["m-1"]}  # m-2 went through the first time: a duplicate
+    assert again.result.stats.duplicates == {"web": 1}
