@@ -64,9 +64,10 @@ _INVALID_AFTER = {
     "destination_transformation": "transformation_invalid",
 }
 _PER_DESTINATION = frozenset({"filter", "destination_transformation", "encode"})
-# The largest record the processor writes. Only a user function (or a huge configured value)
-# can take an event there, since ingress holds records to spec.MAX_RECORD_BYTES; beyond it the
-# producer (1 MB batches) or Kafka (1 MB messages by default) would refuse the whole batch.
+# The largest record the processor writes for a source with a user function: only user code
+# can take an event there (ingress holds records to spec.MAX_RECORD_BYTES, configured values
+# are the operator's), and beyond it the producer (1 MB batches) or Kafka (1 MB messages by
+# default) would refuse the whole batch.
 _MAX_OUTPUT_BYTES = 512 * 1024
 
 # Partition hashes kept between batches: users recur, and a miss costs about a microsecond.
@@ -276,6 +277,8 @@ class Pipeline:
                         hashed = self._hash(key)
                 flags = event.get("integrations")
                 shared_bytes: bytes | None = None
+                # Only a user function can make an event that large (see _MAX_OUTPUT_BYTES).
+                sized = recheck_middleware == _RECHECK_DEEP
                 kind = event["type"]
                 for slot, dest, types, topic, count, apply_filter, transform, check in table:
                     if types is not None and kind not in types:
@@ -315,12 +318,12 @@ class Pipeline:
                         # shares one serialization of the event.
                         if shared_bytes is None:
                             shared_bytes = b"%b" % dumps(event)
-                            if len(shared_bytes) > max_output:
+                            if sized and len(shared_bytes) > max_output:
                                 raise _oversized(len(shared_bytes))
                         value = shared_bytes
                     else:
                         value = b"%b" % dumps(final)
-                        if len(value) > max_output:
+                        if sized and len(value) > max_output:
                             raise _oversized(len(value))
                     partition = hashed % count if (hashed is not None and count) else None
                     append(OutRecord(topic, key, value, headers, partition))

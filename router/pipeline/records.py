@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -20,7 +20,6 @@ class Envelope:
     offset: int
     timestamp_ms: int
     source_id: str = ""
-    notes: dict[str, Any] = field(default_factory=dict)
     #: The key dedup knows the event by (set by Deduplicator.filter), to forget it again if
     #: the event is dead-lettered whole, so a fixed replay is not taken for a duplicate.
     dedup_key: bytes = b""
