@@ -283,6 +283,10 @@ async def test_a_frozen_broker_is_answered_within_the_produce_timeout() -> None:
                 )
             finally:
                 os.kill(pid, signal.SIGCONT)
-    assert {(status, code) for status, code, _ in answers} == {(503, "kafka_timeout")}
+    # The producer's own request timeout may fire first (kafka_unavailable): 503 either way.
+    assert {(status, code) for status, code, _ in answers} <= {
+        (503, "kafka_timeout"),
+        (503, "kafka_unavailable"),
+    }
     # The bound, with room for a loaded machine.
     assert max(took for _, _, took in answers) < timeout + 1.0, answers
