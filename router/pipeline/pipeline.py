@@ -390,25 +390,21 @@ class Pipeline:
         Raises:
             _StageFailure: a stage raised, or returned an event that breaks the spec.
         """
-        event: dict[str, Any] | None = env.event
         middleware = source.middleware
+        # One guard for the three stages; ``stage`` says which one raised.
+        stage = "middleware"
         try:
             event = middleware(env.event)
-            if event is not None and not middleware.empty:
+            if event is None:
+                stats.dropped[(ALL_DESTINATIONS, "middleware")] += 1
+                return None
+            if not middleware.empty:
                 if middleware.runs_user_code:
                     spec.check_depth(event)
                 if middleware.may_invalidate:
                     spec.recheck(event)
-        except MiddlewareError as exc:
-            rejections.append(_rejection(env, "middleware_error", str(exc), "middleware"))
-            return None
-        except Exception as exc:
-            raise _StageFailure("middleware", exc) from exc
-        if event is None:
-            stats.dropped[(ALL_DESTINATIONS, "middleware")] += 1
-            return None
-        if source.plan is not None:
-            try:
+            if source.plan is not None:
+                stage = "plan"
                 outcome = source.plan(event)
                 for violation in outcome.violations:
                     stats.violations[(source.id, violation["type"])] += 1
@@ -417,28 +413,29 @@ class Pipeline:
                         OutRecord(self.topics.violations, b"schema-violations", orjson.dumps(v))
                         for v in source.plan.violation_events(event, outcome.violations)
                     )
-            except Exception as exc:
-                raise _StageFailure("plan", exc) from exc
-            if outcome.event is None:
-                rejections.append(
-                    _rejection(
-                        env,
-                        outcome.blocked_reason or "plan_blocked",
-                        "blocked by tracking plan " + source.plan.plan_id,
-                        "plan",
-                        {"violations": outcome.violations},
+                if outcome.event is None:
+                    rejections.append(
+                        _rejection(
+                            env,
+                            outcome.blocked_reason or "plan_blocked",
+                            "blocked by tracking plan " + source.plan.plan_id,
+                            "plan",
+                            {"violations": outcome.violations},
+                        )
                     )
-                )
-                return None
-            event = outcome.event
-        try:
+                    return None
+                event = outcome.event
+            stage = "transformation"
             transformed = source.transform(event)
-            if transformed is not None and source.transform.may_invalidate:
+            if transformed is None:
+                stats.dropped[(ALL_DESTINATIONS, "transformation")] += 1
+            elif source.transform.may_invalidate:
                 spec.recheck(transformed)
+        except MiddlewareError as exc:
+            rejections.append(_rejection(env, "middleware_error", str(exc), "middleware"))
+            return None
         except Exception as exc:
-            raise _StageFailure("transformation", exc) from exc
-        if transformed is None:
-            stats.dropped[(ALL_DESTINATIONS, "transformation")] += 1
+            raise _StageFailure(stage, exc) from exc
         return transformed
 
 
