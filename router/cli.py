@@ -90,6 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--host", default="127.0.0.1")
     gateway.add_argument("--port", type=int, default=8080)
 
+    ops = commands.add_parser(
+        "ops", help="the operations console: debugger, Event Delivery, dead letters (API and page)"
+    )
+    _add_common(ops)
+
+    from router.ops.arguments import add_dlq_arguments, add_replay_arguments
+
+    replay = commands.add_parser(
+        "replay", help="run the pipeline again for one destination over a time window"
+    )
+    add_replay_arguments(replay)
+
+    dlq = commands.add_parser("dlq", help="list, show and redrive a destination's dead letters")
+    add_dlq_arguments(dlq)
+
     check = commands.add_parser("check-config", help="validate a workspace file and exit")
     check.add_argument("file", nargs="?", help="workspace YAML (default: $ROUTER_CONFIG)")
 
@@ -161,6 +176,10 @@ def _roles_for(
                 produce_timeout=limits.produce_timeout,
             )
         )
+    if command in ("run", "ops"):
+        from router.ops.console import Console
+
+        roles.append(Console(workspace, registry))
     if command == "run" and args.demo:
         from router.demo import DemoTraffic
 
@@ -196,7 +215,17 @@ def _serve(command: str, args: argparse.Namespace) -> int:
         )
     try:
         roles = _roles_for(command, args, workspace, REGISTRY)
-        ops = OpsServer(REGISTRY, roles, host=args.ops_host, port=args.ops_port)
+        from router.ops.console import Console
+
+        console = next((role for role in roles if isinstance(role, Console)), None)
+        ops = OpsServer(
+            REGISTRY,
+            roles,
+            host=args.ops_host,
+            port=args.ops_port,
+            console=console,
+            settings=workspace.ops,
+        )
         suffix = "-".join(args.destination) if command == "deliver" and args.destination else ""
         app_id = f"{workspace.kafka.client_id}-{command}{'-' + suffix if suffix else ''}"
         app = build_app(app_id, workspace.kafka, roles, ops=ops)
@@ -291,6 +320,21 @@ async def _send(args: argparse.Namespace) -> int:
             return 0 if response.status == 200 else 1
 
 
+def _operate(args: argparse.Namespace) -> int:
+    from router.ops.commands import CommandError, dlq_command, replay_command
+
+    workspace = _load(args)
+    if not workspace.kafka.bootstrap_servers:
+        problem = "not set: pass --bootstrap or set KAFKA_BOOTSTRAP_SERVERS"
+        raise ConfigError([("kafka.bootstrap_servers", problem)])
+    command = replay_command if args.command == "replay" else dlq_command
+    try:
+        return asyncio.run(command(workspace, args))
+    except CommandError as exc:
+        print(f"router {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(getattr(args, "log_level", "info"))
@@ -303,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from router import catalog_cli
 
             return catalog_cli.run(args, _load)
+        if args.command in ("replay", "dlq"):
+            return _operate(args)
         return _serve(args.command, args)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)

@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     field_validator,
     model_validator,
 )
@@ -67,7 +68,9 @@ class SecretRegistry(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self._values:
             message = self.redact(record.getMessage())
-            record.msg, record.args = message, None
+            # An empty tuple, not None: mode's formatter (the faust worker's) wraps a None
+            # into (None,) and formatting then fails on every record.
+            record.msg, record.args = message, ()
         return True
 
     def install(self) -> None:
@@ -356,10 +359,36 @@ class GatewaySettings(Model):
     produce_timeout: Duration = 10.0
 
 
+class OpsSettings(Model):
+    """The operations console (``router ops``, part of ``router run``) and its API."""
+
+    #: ``Authorization: Bearer <token>`` for ``/api/v1/*`` and the page's data. Without it
+    #: the console answers 401 to everything but health and metrics.
+    admin_token: SecretStr | None = None
+    #: Also require the token on ``/metrics`` (Prometheus: ``authorization`` in the scrape).
+    protect_metrics: bool = False
+    #: How long the Event Delivery, violations and per-event history are kept (and the
+    #: longest window the console answers for).
+    retention: Duration = Field(default=7 * 86400.0, ge=900)
+    #: Events the source debugger keeps per source, and how far back it reads at start.
+    debugger_events: int = Field(default=500, ge=1, le=10_000)
+    debugger_lookback: Duration = 900.0
+    #: Where the console keeps its folded state; default ``<processor.state_dir>/ops``.
+    state_dir: str | None = None
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("the admin token must be at least 16 characters")
+        return value
+
+
 class Workspace(Model):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
     sources: list[Source] = Field(min_length=1)
     destinations: list[Destination] = Field(default_factory=list)
     tracking_plans: list[TrackingPlan] = Field(default_factory=list)

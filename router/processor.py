@@ -113,6 +113,7 @@ class Processor(RoleBase):
         self._stopping = asyncio.Event()
         self._last_progress = time.monotonic()
         self._failure: str | None = None
+        self._last_lag_check = 0.0
 
     async def start(self) -> None:
         kafka = self.workspace.kafka
@@ -180,6 +181,7 @@ class Processor(RoleBase):
                 continue
             self._last_progress = time.monotonic()
             self.metrics.on_progress(time.time())
+            await self._refresh_lag(consumer)
             async with self.batch_lock:
                 try:
                     if polled:
@@ -202,6 +204,22 @@ class Processor(RoleBase):
                     backoff = min(backoff * 2, 10.0)
         async with self.batch_lock:
             await self.drain()
+
+    async def _refresh_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Records of events.raw not yet taken, once a second, for the lag gauge (the high
+        watermark of each fetch answer is right on every broker; ListOffsets is not on Tansu)."""
+        now = time.monotonic()
+        if now - self._last_lag_check < 1.0:
+            return
+        self._last_lag_check = now
+        lag = 0
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            with contextlib.suppress(KafkaError, IllegalStateError):
+                lag += max(0, highwater - await consumer.position(tp))
+        self.metrics.on_lag(lag)
 
     async def _submit(self, polled: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
         assert self._pipeline is not None and self._sender is not None

@@ -156,3 +156,41 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_workspace(path)
     assert info.value.problems[0][0].startswith("line ")
+
+
+def test_masked_records_format_under_the_faust_workers_formatter() -> None:
+    """Once a secret is registered every record is rewritten; mode's formatter (which hosts
+    the roles) must still format it."""
+    import io
+    import logging
+
+    from mode.utils.logging import ExtensionFormatter
+
+    from router.config import SecretRegistry
+
+    registry = SecretRegistry()
+    registry.add("s3cr3t-value")
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "token %s, port %d", ("s3cr3t-value", 9), None
+    )
+    assert registry.filter(record)
+    formatted = ExtensionFormatter(stream=io.StringIO(), fmt="%(message)s").format(record)
+    assert formatted == "token ***, port 9"
+
+
+def test_console_token_is_a_secret_of_16_characters_or_more() -> None:
+    import pytest
+
+    from router.config import ConfigError
+    from router.workspace import validate_workspace
+
+    base = {"sources": [{"id": "web", "write_keys": ["k1"]}]}
+    with pytest.raises(ConfigError) as caught:
+        validate_workspace({**base, "ops": {"admin_token": "short-token"}})
+    assert caught.value.problems == [
+        ("ops.admin_token", "the admin token must be at least 16 characters")
+    ]
+    assert "short-token" not in str(caught.value)
+    workspace = validate_workspace({**base, "ops": {"admin_token": "a-long-enough-token"}})
+    assert workspace.ops.admin_token is not None
+    assert "a-long-enough-token" not in repr(workspace)

@@ -53,6 +53,11 @@ class ProcessorMetrics:
             "Input partitions whose dedup store started empty (new partition or lost volume)",
             registry=registry,
         )
+        self.consumer_lag = Gauge(
+            "router_processor_consumer_lag_records",
+            "Records of events.raw in this process's partitions not yet taken",
+            registry=registry,
+        )
         self.last_progress = Gauge(
             "router_processor_last_progress_timestamp_seconds",
             "UNIX time of the last committed batch or idle poll",
@@ -85,6 +90,9 @@ class ProcessorMetrics:
 
     def on_progress(self, now: float) -> None:
         self.last_progress.set(now)
+
+    def on_lag(self, records: int) -> None:
+        self.consumer_lag.set(records)
 
     def on_empty_store(self) -> None:
         self.dedup_store_reset.inc()

@@ -7,7 +7,9 @@ deploy/prometheus/rules.yml are checked the way Grafana uses them, not by parsin
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -19,6 +21,7 @@ import aiohttp
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from router.broker.embedded import free_port
 from router.broker.topics import Topics
@@ -187,3 +190,161 @@ async def test_prometheus_sees_deliveries_and_p95(
 
         failed = await query(session, url, "sum(router_delivery_failed_total)")
         assert not failed or float(failed[0]["value"][1]) == 0
+
+
+# ---------------------------------------------------------------- the Grafana dashboard
+
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "router.json"
+METRIC_NAME = re.compile(r"\brouter_[a-z0-9_]+\b")
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every target, variables as Grafana sends them for "All"."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    found = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            found.append((panel["title"], target["expr"].replace("$destination", ".*")))
+    for variable in dashboard["templating"]["list"]:
+        match = re.search(r"label_values\((\w+),", variable["definition"])
+        assert match, variable
+        found.append((f"variable {variable['name']}", match.group(1)))
+    return found
+
+
+def test_dashboard_has_the_destination_variable_and_the_panels() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    (variable,) = dashboard["templating"]["list"]
+    assert variable["name"] == "destination" and variable["includeAll"]
+    titles = " | ".join(p["title"] for p in dashboard["panels"])
+    for wanted in (
+        "Gateway",
+        "Processor",
+        "Consumer lag per group",
+        "Retry backlog",
+        "Dead letters",
+        "P95",
+    ):
+        assert wanted in titles, wanted
+    # Every per-destination panel follows the variable.
+    per_destination = [
+        q
+        for title, q in dashboard_queries()
+        if not title.startswith("variable")
+        and ("router_delivery_" in q or "router_ops_" in q)
+        and "fold" not in q
+    ]
+    assert per_destination
+    assert all('destination=~".*"' in q for q in per_destination), per_destination
+
+
+async def test_every_dashboard_query_answers_on_a_running_router(
+    prometheus: tuple[str, int], kafka: KafkaSettings, tmp_path: Path, sink: Sink
+) -> None:
+    """All roles in one process (so one scrape sees every metric): every dashboard query is
+    valid PromQL over metrics the roles export, and the console's P95 is the dashboard's."""
+    from router.gateway import Gateway
+    from router.ops.console import Console
+
+    url, ops_port = prometheus
+    ws = validate_workspace(
+        {
+            "kafka": kafka.model_dump(exclude_none=True),
+            "processor": {"state_dir": str(tmp_path / "state"), "poll_timeout": "100ms"},
+            "ops": {"admin_token": "dashboard-test-token-123"},
+            "sources": [
+                {
+                    "id": "web",
+                    "write_keys": ["wk-web"],
+                    "tracking_plan": {"plan": "plan"},
+                }
+            ],
+            "tracking_plans": [{"id": "plan", "rules": {"track": {"Clicked": {}}}}],
+            "destinations": [
+                {
+                    "id": "hook",
+                    "name": "Hook",
+                    "type": "webhook",
+                    "sources": ["web"],
+                    "settings": {"url": sink.url},
+                    "filters": [{"type": "drop", "if": 'event = "Dropped"'}],
+                    "delivery": {"backoff_min": "100ms", "backoff_max": "200ms"},
+                }
+            ],
+        }
+    )
+    failed_once: set[str] = set()
+
+    def script(events: list[dict[str, Any]], _sink: Sink) -> tuple[int, dict[str, str]] | None:
+        ids = {str(e.get("messageId")) for e in events}
+        if "m-bad" in ids:
+            return 400, {}
+        if "m-flaky" in ids and "m-flaky" not in failed_once:
+            failed_once.add("m-flaky")
+            return 503, {}
+        return None
+
+    sink.script = script
+    registry = CollectorRegistry()
+    processor = Processor(ws, registry)
+    agent = DeliveryAgent(ws, ["hook"], registry)
+    gateway = Gateway(ws, registry, port=free_port())
+    console = Console(ws, registry, store_path=tmp_path / "console.sqlite")
+    ops = OpsServer(registry, [processor, agent, gateway, console], port=ops_port, console=console)
+    raw = Topics(kafka.topic_prefix).raw
+    events = [
+        {"type": "track", "event": name, "userId": f"u{i % 3}", "messageId": f"m-{i}"}
+        for i, name in enumerate(["Clicked"] * 30 + ["Unplanned", "Dropped"])
+    ]
+    events += [
+        {"type": "track", "event": "Clicked", "userId": "u1", "messageId": "m-0"},  # duplicate
+        {"type": "track", "event": "Clicked", "userId": "u1", "messageId": "m-bad"},
+        {"type": "track", "event": "Clicked", "userId": "u2", "messageId": "m-flaky"},
+    ]
+    async with ops, processor, agent, gateway, console, aiohttp.ClientSession() as session:
+        await produce(kafka, raw, events, headers=[("write-key", b"wk-web")])
+        await produce(kafka, raw, [b"not json"], key=b"x", headers=[("write-key", b"wk-web")])
+        async with session.post(
+            f"http://127.0.0.1:{gateway.port}/v1/track",
+            json={"event": "Clicked", "userId": "u9", "writeKey": "wk-web"},
+        ) as response:
+            assert response.status == 200
+        async with session.post(
+            f"http://127.0.0.1:{gateway.port}/v1/track",
+            json={"userId": "u9", "writeKey": "wk-web"},  # no event name
+        ) as response:
+            assert response.status == 400
+        await eventually(
+            session,
+            url,
+            'sum(router_ops_dead_letters{destination="hook"})',
+            lambda r: float(r[0]["value"][1]) == 1,
+        )
+        await eventually(
+            session,
+            url,
+            'sum(router_delivery_delivered_total{destination="hook"})',
+            lambda r: float(r[0]["value"][1]) >= 31,
+        )
+        async with session.get(f"http://127.0.0.1:{ops_port}/metrics") as response:
+            exported = {
+                sample.name
+                for family in text_string_to_metric_families(await response.text())
+                for sample in family.samples
+            }
+        for title, promql in dashboard_queries():
+            for name in METRIC_NAME.findall(promql):
+                assert name in exported, f"{title}: {name} is not exported by any role"
+            await query(session, url, promql)  # asserts the query is valid (status success)
+            if "produce_failures" not in promql:
+                # Every series this scenario feeds answers (rates need two scrapes first).
+                await eventually(session, url, promql, lambda r: len(r) > 0, limit=20)
+        # The console's P95 and the dashboard's are computed over the same buckets.
+        view = await console.delivery("hook", "15m")
+        p95 = await eventually(
+            session,
+            url,
+            P95.replace("[1m]", "[5m]"),
+            lambda r: r[0]["value"][1] != "NaN",
+        )
+        assert view["p95_seconds"] == pytest.approx(float(p95[0]["value"][1]), rel=0.1)
