@@ -3,11 +3,12 @@
     python -m bench [--quick] [--only NAME[,NAME]] [--out FILE] [--memory-events N]
 
 Figures, in order (each its own module, broker and topic prefix): processor, delivery,
-latency, isolation, gateway, memory. Each figure is a ratio to a baseline measured in the
-same run on the same broker. The table goes to stdout; progress to stderr; the JSON
-(figure, ours, baseline, ratio, target, pass, unit, details) to ``--out`` (default
-``bench/results/<timestamp>.json``). A missed target is reported, not an error: the exit
-status is 1 only when a figure could not be measured.
+latency, isolation, gateway, memory, warehouse (its own PostgreSQL cluster, no broker).
+Each figure is a ratio to a baseline measured in the same run on the same broker. The
+table goes to stdout; progress to stderr; the JSON (figure, ours, baseline, ratio, target,
+pass, unit, details) to ``--out`` (default ``bench/results/<timestamp>.json``). A missed
+target is reported, not an error: the exit status is 1 only when a figure could not be
+measured.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from bench import (
     latency_bench,
     memory_bench,
     processor_bench,
+    warehouse_bench,
 )
 from bench.harness import ROOT, Result, log
 
@@ -44,6 +46,7 @@ FIGURES: dict[str, Callable[[argparse.Namespace], Awaitable[list[Result]]]] = {
     "isolation": lambda a: isolation_bench.run(a.quick),
     "gateway": lambda a: gateway_bench.run(a.quick),
     "memory": lambda a: memory_bench.run(a.quick, a.memory_events),
+    "warehouse": lambda a: warehouse_bench.run(a.quick),
 }
 
 

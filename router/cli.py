@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a workspace file and exit")
     check.add_argument("file", nargs="?", help="workspace YAML (default: $ROUTER_CONFIG)")
 
+    from router.plans.commands import add_plan_parser
+
+    add_plan_parser(commands)
+
     send = commands.add_parser("send", help="send a test event")
     send.add_argument("--write-key", "-k", required=True)
     send.add_argument("--url", default="http://127.0.0.1:8080", help="gateway base URL")
@@ -128,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     from router import catalog_cli
 
     catalog_cli.add_parser(commands)
+
+    from destinations.warehouse.cli import add_warehouse_parser
+
+    add_warehouse_parser(commands)
     return parser
 
 
@@ -343,12 +351,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_config(args)
         if args.command == "send":
             return asyncio.run(_send(args))
+        if args.command == "plan":
+            from router.plans.commands import run_plan_command
+
+            return run_plan_command(args)
         if args.command == "destinations":
             from router import catalog_cli
 
             return catalog_cli.run(args, _load)
         if args.command in ("replay", "dlq"):
             return _operate(args)
+        if args.command == "warehouse":
+            from destinations.warehouse.cli import run_warehouse
+
+            return run_warehouse(args, _load(args))
         return _serve(args.command, args)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)

@@ -11,11 +11,15 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
 
-# System packages for the tests that use real servers: Prometheus (metrics queries).
-if ! command -v prometheus >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+# System packages for the tests that use real servers: Prometheus (metrics queries) and
+# PostgreSQL (the warehouse destination; tests start their own cluster with initdb).
+missing=()
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if [ -f tests/gateway/browser/setup.sh ]; then

@@ -64,7 +64,7 @@ destinations:
 
     good = run_router("check-config", str(ROOT / "examples" / "workspace.yaml"))
     assert good.returncode == 0, good.stderr
-    assert good.stdout.startswith("ok: 1 source(s), 2 destination(s)")
+    assert good.stdout.startswith("ok: 1 source(s), 3 destination(s)")  # with the warehouse
 
 
 def test_check_config_reports_conditions_and_missing_env(tmp_path: Path) -> None:

@@ -98,6 +98,7 @@ class ConsoleApi:
         add("GET", "/api/v1/sources/{id}/events", self.events)
         add("GET", "/api/v1/sources/{id}/live", self.live)
         add("GET", "/api/v1/sources/{id}/violations", self.source_violations)
+        add("GET", "/api/v1/sources/{id}/schema", self.source_schema)
         add("GET", "/api/v1/events/{message_id}", self.event)
         add("GET", "/api/v1/violations", self.violations)
         add("*", "/api/{tail:.*}", self.unknown)
@@ -202,6 +203,11 @@ class ConsoleApi:
         return _json(
             await self.console.violations(request.query.get("window"), request.match_info["id"])
         )
+
+    async def source_schema(self, request: web.Request) -> web.Response:
+        """The source's schema as the processors saw it (event names, properties and traits
+        with types, counts, first and last seen), merged over the processor instances."""
+        return _json(await self.console.source_schema(request.match_info["id"]))
 
     async def live(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: ``event`` (a new debugger entry matching the filters),

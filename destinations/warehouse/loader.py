@@ -1,0 +1,435 @@
+"""Loading batches: one transaction per batch, the schema evolved inside it, bad rows isolated.
+
+A load, in one transaction: read the current columns of the schemas the batch writes to;
+create what is missing (schemas, tables, columns: ``IF NOT EXISTS``, under a lock so two
+writers never race on DDL) and read the columns again (another writer may have created one
+first, with its own type: the database is the truth); cast every value to its column's type;
+stage each table's rows (COPY) and insert them (insert-if-absent on ``id``; upsert for
+``users`` and ``accounts``). Loads of one destination run one at a time.
+
+Failures are sorted by what another attempt could change (:class:`FailureKind`): the
+warehouse unreachable, a lock or a deadlock -> the whole batch is retried through the retry
+topic (:class:`RetryableError`); credentials refused, permissions missing -> the batch is
+dead-lettered with the database's message (:class:`PermanentError`); anything that a row
+could cause (a value the database refuses, a column it cannot add) -> the batch is split in
+halves, each loaded in its own transaction, until the events that cannot be stored are
+found; only those are dead-lettered, with the database's message, and the rest lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from destinations.base import PermanentError, RetryableError
+from destinations.warehouse import sql
+from destinations.warehouse.schema import (
+    Evolution,
+    Loads,
+    Row,
+    SchemaState,
+    TableLoad,
+    TableRef,
+    deletion_targets,
+    evolve,
+    key_of,
+    materialize,
+)
+
+if TYPE_CHECKING:
+    from router.observability.warehouse import WarehouseMetrics
+
+logger = logging.getLogger(__name__)
+
+#: Most transactions one batch may take while isolating the rows that cannot be stored:
+#: one bad row in 5,000 takes about 26; past the bound, the events not yet isolated are
+#: dead-lettered together with the error their group got.
+MAX_TRANSACTIONS = 128
+#: Characters of a database message kept in an error (they can quote a whole value).
+MESSAGE_LIMIT = 1000
+
+
+class FailureKind(Enum):
+    RETRY = "retry"  # the warehouse, not the data: try the whole batch again later
+    ROW = "row"  # something in the data: find the rows, fail only their events
+    FATAL = "fatal"  # nothing in this batch can be loaded with these settings
+
+
+@dataclass(frozen=True, slots=True)
+class TableStats:
+    table: TableRef
+    rows: int
+    newest: datetime | None
+
+
+class RowsExist(Exception):
+    """A straight COPY met an id already stored: load the batch again through staging."""
+
+
+class Transaction(ABC):
+    """One open transaction on the warehouse (the backend commits when the block ends)."""
+
+    #: Write rows straight into their table when it may (no staging); :class:`RowsExist`
+    #: if some are there already. Off for the second try of a batch that met stored rows.
+    direct: bool = True
+
+    #: Qualifies table names in statements (DuckDB: the file's catalog too, see sql.qualified).
+    catalog: str | None = None
+
+    def qualified(self, table: TableRef) -> str:
+        return sql.qualified(table, self.catalog)
+
+    @abstractmethod
+    async def execute(self, statement: str) -> None: ...
+
+    @abstractmethod
+    async def query(self, statement: str) -> tuple[list[str], list[tuple[Any, ...]]]: ...
+
+    @abstractmethod
+    async def columns(self, schemas: Collection[str]) -> dict[TableRef, dict[str, str]]:
+        """``table -> column -> SQL type`` of every table in ``schemas``, in column order."""
+
+    @abstractmethod
+    async def lock_ddl(self) -> None:
+        """Keep other writers' DDL out until this transaction ends."""
+
+    @abstractmethod
+    async def write(self, load: TableLoad) -> int:
+        """Stage ``load.rows`` and insert them; the number of rows inserted or updated."""
+
+    @abstractmethod
+    async def delete(self, table: TableRef, column: str, value: str) -> int: ...
+
+
+class Backend(ABC):
+    dialect: sql.Dialect
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the data goes, for people (never a credential)."""
+
+    async def start(self) -> None:
+        """Open what the backend keeps open; never fails for an unreachable warehouse."""
+        return
+
+    async def stop(self) -> None:
+        """Close what :meth:`start` opened."""
+        return
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
+
+    @abstractmethod
+    def classify(self, exc: BaseException) -> FailureKind | None:
+        """What ``exc`` says about the load; None for an error that is not the database's."""
+
+    async def probe(self) -> tuple[bool, str]:
+        """Can a transaction be opened? Never raises."""
+        try:
+            async with self.transaction() as tx:
+                await tx.query("SELECT 1")
+        except Exception as exc:
+            if self.classify(exc) is None:
+                raise
+            return False, f"{self.describe()}: {message_of(exc)}"
+        return True, f"{self.describe()} accepts connections"
+
+
+def message_of(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    name = type(exc).__name__
+    text = text if text.startswith(name) else f"{name}: {text}"
+    return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + "..."
+
+
+def state_of(columns: Mapping[TableRef, Mapping[str, str]]) -> SchemaState:
+    return {
+        table: {name: sql.kind_of(sql_type) for name, sql_type in found.items()}
+        for table, found in columns.items()
+    }
+
+
+# ---------------------------------------------------------------- requests and results
+
+
+@dataclass(frozen=True, slots=True)
+class LoadRequest:
+    """A batch to load: each event's rows, in the order of ``covers`` (the lane's positions)."""
+
+    rows: tuple[tuple[Row, ...], ...]
+    message_ids: tuple[str, ...]
+    covers: tuple[int, ...] = ()
+
+    def tables(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for rows in self.rows:
+            for row in rows:
+                name = str(row.table)
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """What a load did: rows inserted or updated per table, and events it could not store."""
+
+    rows: Mapping[str, int] = field(default_factory=dict)
+    #: Index into the request's events -> the database's message for that event's rows.
+    rejected: Mapping[int, str] = field(default_factory=dict)
+    discarded: int = 0
+    transactions: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _Progress:
+    rows: dict[str, int] = field(default_factory=dict)
+    rejected: dict[int, str] = field(default_factory=dict)
+    discarded: int = 0
+    transactions: int = 0
+
+
+# ---------------------------------------------------------------- the warehouse
+
+
+class Warehouse:
+    """One destination's warehouse: loads, and the reads the CLI and privacy work need."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        destination_id: str,
+        metrics: WarehouseMetrics | None = None,
+        max_transactions: int = MAX_TRANSACTIONS,
+    ) -> None:
+        self.backend = backend
+        self.destination_id = destination_id
+        self.metrics = metrics
+        self.max_transactions = max_transactions
+        self._lock = asyncio.Lock()
+        #: The columns the last load found: batches are cast against them before they wait
+        #: for the lock, so one batch's CPU work overlaps another's database work.
+        self._columns: SchemaState = {}
+
+    async def start(self) -> None:
+        await self.backend.start()
+
+    async def stop(self) -> None:
+        async with self._lock:
+            await self.backend.stop()
+
+    # ------------------------------------------------------------ loading
+
+    async def load(self, request: LoadRequest) -> LoadResult:
+        """Load ``request``; raise for the whole batch, or name the events left out."""
+        started = time.monotonic()
+        known = self._columns
+        prepared = materialize(request.rows, known, datetime.now(UTC)) if known else None
+        if prepared is not None and prepared.incomplete:
+            prepared = None  # the batch needs DDL: cast it in the transaction, after the DDL
+        preparing = time.monotonic() - started
+        async with self._lock:
+            started = time.monotonic() - preparing  # waiting for the lock is not loading
+            progress = _Progress()
+            early = _Prepared(prepared, known) if prepared is not None else None
+            try:
+                await self._attempt(
+                    request, list(range(len(request.rows))), progress, top=True, prepared=early
+                )
+            except (RetryableError, PermanentError) as exc:
+                if self.metrics is not None:
+                    self.metrics.on_failed(self.destination_id, exc.retriable)
+                raise
+            seconds = time.monotonic() - started
+            if self.metrics is not None:
+                self.metrics.on_loaded(
+                    self.destination_id, progress.rows, seconds, time.time(), progress.discarded
+                )
+            return LoadResult(
+                rows=progress.rows,
+                rejected=progress.rejected,
+                discarded=progress.discarded,
+                transactions=progress.transactions,
+                seconds=seconds,
+            )
+
+    async def _attempt(
+        self,
+        request: LoadRequest,
+        positions: list[int],
+        progress: _Progress,
+        *,
+        top: bool,
+        prepared: _Prepared | None = None,
+    ) -> None:
+        progress.transactions += 1
+        batch = [request.rows[i] for i in positions]
+        try:
+            try:
+                loads = await self._transaction(batch, prepared, direct=True)
+            except RowsExist:
+                progress.transactions += 1
+                loads = await self._transaction(batch, prepared, direct=False)
+        except Exception as exc:
+            kind = self.backend.classify(exc)
+            if kind is None:
+                raise
+            message = message_of(exc)
+            if kind is FailureKind.RETRY:
+                raise RetryableError(
+                    f"warehouse load failed, will retry: {message}", reason="warehouse_unavailable"
+                ) from exc
+            if kind is FailureKind.FATAL and top:
+                raise PermanentError(
+                    f"warehouse load failed: {message}", reason="warehouse_error"
+                ) from exc
+            if (
+                kind is FailureKind.FATAL
+                or len(positions) == 1
+                or progress.transactions >= self.max_transactions
+            ):
+                if len(positions) > 1:
+                    message += f" (one of {len(positions)} events failed together)"
+                for position in positions:
+                    progress.rejected[position] = message
+                return
+            middle = len(positions) // 2
+            await self._attempt(request, positions[:middle], progress, top=False)
+            await self._attempt(request, positions[middle:], progress, top=False)
+            return
+        for load in loads.tables:
+            name = str(load.table)
+            progress.rows[name] = progress.rows.get(name, 0) + load.written
+        progress.discarded += loads.discarded
+
+    async def _transaction(
+        self, batch: Sequence[Sequence[Row]], prepared: _Prepared | None, *, direct: bool
+    ) -> _Written:
+        schemas = sorted({row.table.schema for rows in batch for row in rows})
+        async with self.backend.transaction() as tx:
+            tx.direct = direct
+            state = state_of(await tx.columns(schemas))
+            if prepared is not None and prepared.still_valid(state):
+                loads = prepared.loads
+            else:
+                evolution = evolve(batch, state)
+                if evolution:
+                    await tx.lock_ddl()
+                    await self._evolve(tx, evolution)
+                    state = state_of(await tx.columns(schemas))
+                loads = materialize(batch, state, datetime.now(UTC))
+            written = [_Table(load.table, await tx.write(load)) for load in loads.tables]
+        self._columns = {**self._columns, **state}
+        return _Written(tuple(written), loads.discarded)
+
+    async def _evolve(self, tx: Transaction, evolution: Evolution) -> None:
+        types = self.backend.dialect.type_name
+        for schema in evolution.schemas:
+            await tx.execute(sql.create_schema(schema, tx.catalog))
+        for table, columns in evolution.tables.items():
+            key = key_of(table.name)
+            typed = [(name, types(kind)) for name, kind in columns.items()]
+            await tx.execute(sql.create_table(tx.qualified(table), typed, key))
+            # Another writer may have created the table first, with fewer columns.
+            for name, sql_type in typed:
+                if name not in key:
+                    await tx.execute(sql.add_column(tx.qualified(table), name, sql_type))
+        for table, columns in evolution.columns.items():
+            for name, kind in columns.items():
+                await tx.execute(sql.add_column(tx.qualified(table), name, types(kind)))
+
+    # ------------------------------------------------------------ reading and deleting
+
+    async def describe_tables(self, schemas: Collection[str]) -> dict[TableRef, dict[str, str]]:
+        async with self._lock, self.backend.transaction() as tx:
+            return await tx.columns(schemas)
+
+    async def ddl(self, schemas: Collection[str]) -> list[str]:
+        """The DDL the current tables imply: ``CREATE SCHEMA`` and ``CREATE TABLE``."""
+        tables = await self.describe_tables(schemas)
+        statements = [sql.create_schema(schema) for schema in sorted({t.schema for t in tables})]
+        for table in sorted(tables):
+            columns = list(tables[table].items())
+            statements.append(sql.create_table(sql.qualified(table), columns, key_of(table.name)))
+        return statements
+
+    async def stats(self, schemas: Collection[str]) -> list[TableStats]:
+        """Rows per table and the newest ``received_at`` (what a data team watches)."""
+        async with self._lock, self.backend.transaction() as tx:
+            tables = await tx.columns(schemas)
+            found = []
+            for table in sorted(tables):
+                newest = "max(received_at)" if "received_at" in tables[table] else "NULL"
+                _, rows = await tx.query(
+                    f"SELECT count(*), {newest} FROM {tx.qualified(table)}"  # noqa: S608
+                )
+                count, latest = rows[0]
+                found.append(TableStats(table, int(count), latest))
+            return found
+
+    async def query(self, statement: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        async with self._lock, self.backend.transaction() as tx:
+            return await tx.query(statement)
+
+    async def delete_user(self, user_id: str, schemas: Collection[str]) -> dict[str, int]:
+        """Delete every row of ``user_id`` in one transaction; rows deleted per table.
+
+        For privacy requests: every table's rows whose ``user_id`` is the user (event tables,
+        ``tracks``, ``identifies``, ``pages``, ``screens``, ``groups``, ``aliases``,
+        ``discards``), the user's ``users`` row, and aliases naming the user as
+        ``previous_id``.
+        """
+        async with self._lock, self.backend.transaction() as tx:
+            state = state_of(await tx.columns(schemas))
+            deleted: dict[str, int] = {}
+            for table, column in deletion_targets(state, user_id):
+                count = await tx.delete(table, column, user_id)
+                deleted[str(table)] = deleted.get(str(table), 0) + count
+            return deleted
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A batch already cast against ``columns`` (the columns as the last load found them)."""
+
+    loads: Loads
+    columns: SchemaState
+
+    def still_valid(self, current: SchemaState) -> bool:
+        """Every table the batch writes has exactly the columns it was cast against."""
+        return all(
+            current.get(load.table) == self.columns.get(load.table) for load in self.loads.tables
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    table: TableRef
+    written: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    tables: tuple[_Table, ...]
+    discarded: int
+
+
+__all__ = [
+    "Backend",
+    "FailureKind",
+    "LoadRequest",
+    "LoadResult",
+    "Loads",
+    "TableStats",
+    "Transaction",
+    "Warehouse",
+]
