@@ -113,6 +113,7 @@ class Processor(RoleBase):
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._last_progress = time.monotonic()
+        self._failure: str | None = None
         self._last_lag_check = 0.0
         #: Source schemas of what this processor saw (router.schema_topic).
         self.schemas = SchemaKeeper(workspace.kafka, self.topics, interval=settings.schema_interval)
@@ -143,13 +144,30 @@ class Processor(RoleBase):
         await consumer.start()
         self._consumer = consumer
         self._last_progress = time.monotonic()
-        self._task = asyncio.create_task(self._run(), name="processor-loop")
+        self._task = asyncio.create_task(self._supervised(), name="processor-loop")
         logger.info(
             "processor consuming %s as group %s (%d destinations)",
             self.topics.raw,
             self.group_id,
             len(compiled.destinations),
         )
+
+    async def _supervised(self) -> None:
+        """Run the loop; if anything escapes it, say so at once and keep the reason.
+
+        Events cannot end the loop (every stage isolates a failing event), so what does is a
+        bug or a broken environment (a dedup store that cannot be written...): retrying the
+        same batch would fail the same way, so the loop ends for good, the traceback is logged
+        now rather than at shutdown, and :meth:`failure` tells the host, which stops.
+        """
+        try:
+            await self._run()
+        except Exception as exc:
+            self._failure = f"the processor loop stopped: {type(exc).__name__}: {exc}"
+            logger.critical("%s; the processor stops", self._failure, exc_info=exc)
+
+    def failure(self) -> str | None:
+        return self._failure
 
     async def _run(self) -> None:
         assert self._consumer is not None
@@ -310,7 +328,7 @@ class Processor(RoleBase):
         if self._task is None:
             return False, "not running"
         if self._task.done():
-            return False, "processor loop exited"
+            return False, self._failure or "processor loop exited"
         idle = time.monotonic() - self._last_progress
         if idle > 120:
             return False, f"no poll completed for {idle:.0f}s"

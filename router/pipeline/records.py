@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -20,7 +20,9 @@ class Envelope:
     offset: int
     timestamp_ms: int
     source_id: str = ""
-    notes: dict[str, Any] = field(default_factory=dict)
+    #: The key dedup knows the event by (set by Deduplicator.filter), to forget it again if
+    #: the event is dead-lettered whole, so a fixed replay is not taken for a duplicate.
+    dedup_key: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,21 @@ class Rejection:
             payload: Any = orjson.loads(self.raw)
         except orjson.JSONDecodeError:
             payload = None
+        body = self._body(input_topic, payload)
+        try:
+            value = orjson.dumps(body)
+        except orjson.JSONEncodeError:
+            # orjson reads 1,024 levels but writes 254: input nested deeper than that is kept
+            # as its exact bytes instead.
+            value = orjson.dumps(self._body(input_topic, None))
+        return OutRecord(
+            topic=topic,
+            key=self.source_id.encode() if self.source_id else None,
+            value=value,
+            headers=(("reason", self.reason.encode()),),
+        )
+
+    def _body(self, input_topic: str, payload: Any) -> dict[str, Any]:
         body: dict[str, Any] = {
             "reason": self.reason,
             "message": self.message,
@@ -63,9 +80,33 @@ class Rejection:
         }
         if self.details:
             body["details"] = self.details
-        return OutRecord(
-            topic=topic,
-            key=self.source_id.encode() if self.source_id else None,
-            value=orjson.dumps(body),
-            headers=(("reason", self.reason.encode()),),
-        )
+        return body
+
+
+# How deep dump_any keeps a value orjson cannot write whole (it writes at most 254 levels).
+_KEPT_DEPTH = 200
+_CUT = "(nested too deeply: not kept)"
+
+
+def dump_any(value: Any) -> bytes:
+    """JSON of a decoded value for a dead-letter record, even one orjson cannot write whole.
+
+    JSON nested deeper than orjson writes is cut at ``_KEPT_DEPTH`` levels (deeper objects
+    become a marker string), so the record still shows a person what was sent.
+    """
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_cut(value, _KEPT_DEPTH))
+
+
+def _cut(value: Any, levels: int) -> Any:
+    if isinstance(value, dict):
+        if levels <= 1:
+            return _CUT
+        return {key: _cut(child, levels - 1) for key, child in value.items()}
+    if isinstance(value, list | tuple):
+        if levels <= 1:
+            return _CUT
+        return [_cut(child, levels - 1) for child in value]
+    return value

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from router.config import Filter
+from router.config import ConfigError, Filter
 from router.pipeline.conditions import ConditionSyntaxError
 from router.pipeline.filters import FilterResult, compile_filters, sample_point
+from router.workspace import validate_workspace
 
 FILTERS = TypeAdapter(list[Filter])
 
@@ -358,3 +359,37 @@ def test_all_kinds_together() -> None:
     assert result.event["context"] is event["context"]
     assert run(make_event(userId="bot")) == FilterResult(None, "drop")
     assert run(make_event(type="page")) == FilterResult(None, "only")
+
+
+@pytest.mark.parametrize("kind", ["drop_properties", "allow_properties"])
+@pytest.mark.parametrize("field", ["type", "userId", "anonymousId", "messageId", "receivedAt"])
+def test_top_level_ids_cannot_be_filtered_out(kind: str, field: str) -> None:
+    """As for transformations: an event without its ids cannot be delivered or deduplicated."""
+    problems = _config_problems(
+        {
+            "id": "hook",
+            "name": "Hook",
+            "type": "webhook",
+            "sources": ["web"],
+            "settings": {"url": "http://127.0.0.1:1/"},
+            "filters": [
+                {"type": "drop", "if": 'event = "x"'},
+                {"type": kind, "fields": ["properties.ok", field]},
+                {"type": kind, "fields": [f"{field}.inner"]},
+            ],
+        }
+    )
+    assert [path for path, _ in problems] == [
+        "destinations[0].filters[1].fields",
+        "destinations[0].filters[2].fields",
+    ]
+    assert all("top-level id" in message for _, message in problems)
+    FILTERS.validate_python([{"type": kind, "fields": ["properties.userId", "context.messageId"]}])
+
+
+def _config_problems(destination: dict[str, Any]) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as info:
+        validate_workspace(
+            {"sources": [{"id": "web", "write_keys": ["k"]}], "destinations": [destination]}
+        )
+    return info.value.problems
