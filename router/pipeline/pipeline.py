@@ -25,6 +25,7 @@ from router.pipeline.compile import CompiledDestination, CompiledSource, Compile
 from router.pipeline.decode import RawRecord, decode
 from router.pipeline.dedup import Deduplicator, PendingKeys
 from router.pipeline.middleware import MiddlewareError
+from router.pipeline.plans import PlanStage
 from router.pipeline.records import Envelope, Rejection
 
 logger = logging.getLogger(__name__)
@@ -41,12 +42,12 @@ _Route: TypeAlias = tuple[
     Callable[[dict[str, Any]], dict[str, Any] | None] | None,
     bool,
 ]
-# (source, without a tracking plan, middleware or None, source transform or None, headers,
+# (source, its tracking plan or None, middleware or None, source transform or None, headers,
 #  routes, how to re-check the middleware's output (_RECHECK_*), whether to re-check the
 #  source transformations' output)
 _SourceRoute: TypeAlias = tuple[
     CompiledSource,
-    bool,
+    PlanStage | None,
     Callable[[dict[str, Any]], dict[str, Any] | None] | None,
     Callable[[dict[str, Any]], dict[str, Any] | None] | None,
     tuple[tuple[str, bytes], ...],
@@ -181,10 +182,9 @@ class Pipeline:
                 recheck = _RECHECK_DEEP
             elif middleware.may_invalidate:
                 recheck = _RECHECK_RULES
-            # Sources without a tracking plan take the inline path in _process.
             routes[source.id] = (
                 source,
-                source.plan is None,
+                source.plan,
                 None if middleware.empty else middleware,
                 None if source.transform.empty else source.transform.apply,
                 (("source", source.id.encode()),),
@@ -225,7 +225,7 @@ class Pipeline:
         for env in envelopes:
             (
                 source,
-                no_plan,
+                plan,
                 middleware,
                 source_transform,
                 headers,
@@ -238,36 +238,47 @@ class Pipeline:
             stage = "middleware"
             mark = len(outputs)
             try:
-                if no_plan:
-                    # _source_stages, inline, for a source without a tracking plan.
-                    event = env.event
-                    if middleware is not None:
-                        kept = middleware(event)
-                        if kept is None:
-                            dropped[(ALL_DESTINATIONS, "middleware")] += 1
-                            continue
-                        event = kept
-                        if recheck_middleware:
-                            if recheck_middleware == _RECHECK_DEEP:
-                                spec.check_depth(event)
-                            recheck(event)
-                    if source_transform is not None:
-                        stage = "transformation"
-                        kept = source_transform(event)
-                        if kept is None:
-                            dropped[(ALL_DESTINATIONS, "transformation")] += 1
-                            continue
-                        event = kept
-                        if recheck_transform:
-                            recheck(event)
-                else:
-                    before = len(rejections)
-                    kept = self._source_stages(source, env, rejections, violations_out, stats)
+                # The source's stages: middleware, tracking plan, source transformations.
+                event = env.event
+                if middleware is not None:
+                    kept = middleware(event)
                     if kept is None:
-                        if len(rejections) > before:
-                            released.add(env.dedup_key)
+                        dropped[(ALL_DESTINATIONS, "middleware")] += 1
                         continue
                     event = kept
+                    if recheck_middleware:
+                        if recheck_middleware == _RECHECK_DEEP:
+                            spec.check_depth(event)
+                        recheck(event)
+                if plan is not None:
+                    stage = "plan"
+                    outcome = plan(event)
+                    for violation in outcome.violations:
+                        stats.violations[(source.id, violation["type"])] += 1
+                    if outcome.violations and plan.forward_to:
+                        violations_out.extend(plan.violation_records(event, outcome.violations))
+                    if outcome.event is None:
+                        rejections.append(
+                            _rejection(
+                                env,
+                                outcome.blocked_reason or "plan_blocked",
+                                "blocked by tracking plan " + plan.plan_id,
+                                "plan",
+                                {"violations": outcome.violations},
+                            )
+                        )
+                        released.add(env.dedup_key)
+                        continue
+                    event = outcome.event
+                if source_transform is not None:
+                    stage = "transformation"
+                    kept = source_transform(event)
+                    if kept is None:
+                        dropped[(ALL_DESTINATIONS, "transformation")] += 1
+                        continue
+                    event = kept
+                    if recheck_transform:
+                        recheck(event)
                 # Fan-out: integrations object, destination filters and transformations, then
                 # one record per destination that still wants the event. The key is
                 # spec.partition_key(event), inline (tests/pipeline/test_pipeline.py holds them
@@ -339,8 +350,6 @@ class Pipeline:
                 for record in outputs[mark:]:
                     routed[next(r[0] for r in table if r[3] == record.topic)] -= 1
                 del outputs[mark:]
-                if isinstance(exc, _StageFailure):
-                    stage, exc = exc.stage, exc.error
                 destination = dest.id if stage in _PER_DESTINATION else None
                 failure = _failure(env, stage, exc, destination)
                 if failure.reason == "stage_error":
@@ -381,73 +390,6 @@ class Pipeline:
             cache.clear()  # bounded memory; the next keys refill it
         hashed = cache[key] = murmur2(key) & 0x7FFFFFFF
         return hashed
-
-    def _source_stages(
-        self,
-        source: CompiledSource,
-        env: Envelope,
-        rejections: list[Rejection],
-        violations_out: list[OutRecord],
-        stats: BatchStats,
-    ) -> dict[str, Any] | None:
-        """Middleware, tracking plan and source transformations; None when the event stops.
-
-        Raises:
-            _StageFailure: a stage raised, or returned an event that breaks the spec.
-        """
-        middleware = source.middleware
-        # One guard for the three stages; ``stage`` says which one raised.
-        stage = "middleware"
-        try:
-            event = middleware(env.event)
-            if event is None:
-                stats.dropped[(ALL_DESTINATIONS, "middleware")] += 1
-                return None
-            if not middleware.empty:
-                if middleware.runs_user_code:
-                    spec.check_depth(event)
-                if middleware.may_invalidate:
-                    spec.recheck(event)
-            if source.plan is not None:
-                stage = "plan"
-                outcome = source.plan(event)
-                for violation in outcome.violations:
-                    stats.violations[(source.id, violation["type"])] += 1
-                if outcome.violations and source.plan.forward_to:
-                    violations_out.extend(source.plan.violation_records(event, outcome.violations))
-                if outcome.event is None:
-                    rejections.append(
-                        _rejection(
-                            env,
-                            outcome.blocked_reason or "plan_blocked",
-                            "blocked by tracking plan " + source.plan.plan_id,
-                            "plan",
-                            {"violations": outcome.violations},
-                        )
-                    )
-                    return None
-                event = outcome.event
-            stage = "transformation"
-            transformed = source.transform(event)
-            if transformed is None:
-                stats.dropped[(ALL_DESTINATIONS, "transformation")] += 1
-            elif source.transform.may_invalidate:
-                spec.recheck(transformed)
-        except MiddlewareError as exc:
-            rejections.append(_rejection(env, "middleware_error", str(exc), "middleware"))
-            return None
-        except Exception as exc:
-            raise _StageFailure(stage, exc) from exc
-        return transformed
-
-
-class _StageFailure(Exception):
-    """An exception from one of a source's stages, with the stage it came from."""
-
-    def __init__(self, stage: str, error: Exception) -> None:
-        super().__init__(stage, error)
-        self.stage = stage
-        self.error = error
 
 
 def _oversized(size: int) -> spec.InvalidEvent:
