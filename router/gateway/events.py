@@ -29,7 +29,7 @@ from router.broker.clients import OutRecord
 from router.broker.topics import Topics
 from router.gateway.errors import BadRequest
 from router.gateway.parsing import Batch
-from router.pipeline.records import Rejection, dump_any
+from router.rejection import Rejection, dump_any
 
 WRITE_KEY_HEADER: Final = "write-key"
 SENT_BYTES_HEADER: Final = spec.SENT_BYTES_HEADER

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 import orjson
 
 from router import spec
-from router.pipeline.records import Envelope, Rejection
+from router.pipeline.records import Envelope
+from router.rejection import Rejection
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from router.pipeline.decode import RawRecord, decode
 from router.pipeline.dedup import Deduplicator, PendingKeys
 from router.pipeline.middleware import MiddlewareError
 from router.pipeline.plans import PlanStage
-from router.pipeline.records import Envelope, Rejection
+from router.pipeline.records import Envelope
+from router.rejection import Rejection
 
 logger = logging.getLogger(__name__)
 
