@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from destinations.base import CALL_TYPES
 from destinations.registry import get_plugin
+from router.backoff import Backoff
 from router.broker.clients import BatchSender, make_consumer, make_producer
 from router.broker.topics import Topics, ensure_topics, topics_for
 from router.config import Workspace
@@ -174,7 +175,7 @@ class Processor(RoleBase):
         consumer = self._consumer
         timeout_ms = int(self.workspace.processor.poll_timeout * 1000)
         max_records = self.workspace.processor.max_batch
-        backoff = 0.5
+        backoff = Backoff(first=0.5, cap=10.0)
         while not self._stopping.is_set():
             try:
                 # With a batch in flight, poll briefly so its commit is not held back.
@@ -182,7 +183,7 @@ class Processor(RoleBase):
                 polled = await consumer.getmany(timeout_ms=wait, max_records=max_records)
             except KafkaError as exc:
                 logger.warning("poll failed, retrying: %s", exc)
-                await self._sleep(backoff)
+                await backoff.wait(self._stopping)
                 continue
             self._last_progress = time.monotonic()
             self.metrics.on_progress(time.time())
@@ -199,14 +200,13 @@ class Processor(RoleBase):
                         or len(self._in_flight) > self.max_in_flight
                     ):
                         await self._finalize(self._in_flight.popleft())
-                    backoff = 0.5
+                    backoff.reset()
                 except KafkaError as exc:
                     # Outputs may be partly written: rewind to the oldest unfinished batch and
                     # redo everything after it (duplicates downstream are allowed, gaps never).
                     logger.warning("could not write a batch, will redo it: %s", exc)
                     self._rewind()
-                    await self._sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
+                    await backoff.wait(self._stopping)
         async with self.batch_lock:
             await self.drain()
 
@@ -294,10 +294,6 @@ class Processor(RoleBase):
         except KafkaError as exc:
             logger.warning("batch in flight not acknowledged, it will be replayed: %s", exc)
             self._rewind()
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def stop(self) -> None:
         """Stop fetching, finish the batch in flight (bounded), commit, close."""
