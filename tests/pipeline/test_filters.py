@@ -13,6 +13,7 @@ from router.config import ConfigError, Filter
 from router.pipeline.conditions import ConditionSyntaxError
 from router.pipeline.filters import FilterResult, compile_filters, sample_point
 from router.workspace import validate_workspace
+from tests.pipeline.conftest import make_event
 
 FILTERS = TypeAdapter(list[Filter])
 
@@ -20,25 +21,6 @@ FILTERS = TypeAdapter(list[Filter])
 def filters(*items: dict[str, Any], rng: Any = None) -> Any:
     parsed = FILTERS.validate_python(list(items))
     return compile_filters(parsed) if rng is None else compile_filters(parsed, rng=rng)
-
-
-def make_event(**overrides: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": "track",
-        "event": "Order Completed",
-        "userId": "u1",
-        "messageId": "m1",
-        "properties": {
-            "total": 30,
-            "currency": "EUR",
-            "email": "x@example.com",
-            "products": [{"sku": "a", "price": 10}, {"sku": "b", "price": 20}],
-        },
-        "context": {"ip": "1.2.3.4", "library": {"name": "analytics.js"}},
-        "traits": {"plan": "pro"},
-    }
-    event.update(overrides)
-    return event
 
 
 def test_empty_filter_list_returns_the_event_itself() -> None:
@@ -120,7 +102,10 @@ def test_drop_properties_copy_on_write_with_array_fan_out() -> None:
     assert out["context"]["library"] is event["context"]["library"]
     assert out["traits"] is event["traits"]
     assert {k: out[k] for k in ("type", "event", "userId", "messageId")} == {
-        "type": "track", "event": "Order Completed", "userId": "u1", "messageId": "m1",
+        "type": "track",
+        "event": "Order Completed",
+        "userId": "u1",
+        "messageId": "m1",
     }
 
 
