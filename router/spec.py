@@ -343,7 +343,7 @@ def stamp(
 def partition_key(event: Event) -> bytes:
     """One user's events share a partition (and so stay in order and meet in one dedup store)."""
     user = event.get("userId") or event.get("anonymousId") or ""
-    return str(user).encode()
+    return (user if type(user) is str else str(user)).encode()
 
 
 def received_at_seconds(event: Event) -> float | None:

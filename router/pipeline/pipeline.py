@@ -219,6 +219,7 @@ class Pipeline:
         dumps = orjson.dumps
         is_enabled = integrations.is_enabled
         recheck = spec.recheck
+        partition_key = spec.partition_key
         max_output = _MAX_OUTPUT_BYTES
         hash_of = self._hash_cache.get
         failures = 0
@@ -281,12 +282,9 @@ class Pipeline:
                     if recheck_transform:
                         recheck(event)
                 # Fan-out: integrations object, destination filters and transformations, then
-                # one record per destination that still wants the event. The key is
-                # spec.partition_key(event), inline (tests/pipeline/test_pipeline.py holds them
-                # equal).
+                # one record per destination that still wants the event.
                 stage = "route"
-                user = event.get("userId") or event.get("anonymousId") or ""
-                key = (user if type(user) is str else str(user)).encode()
+                key = partition_key(event)
                 hashed: int | None = None
                 if key:
                     hashed = hash_of(key)

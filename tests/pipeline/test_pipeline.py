@@ -429,7 +429,7 @@ def test_process_matches_the_reference(
     assert reasons == {"drop", "only", "sample", "filter_error", "transformation", "integrations"}
 
 
-def test_partition_key_inline_is_spec_partition_key(
+def test_outputs_are_keyed_by_spec_partition_key(
     setup: tuple[Workspace, Topics, Pipeline, Deduplicator],
 ) -> None:
     _, topics, pipeline, _ = setup
