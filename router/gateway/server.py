@@ -345,19 +345,27 @@ class Gateway(RoleBase):
 
         return handle
 
+    def _deadline(self) -> float:
+        """When a request that has its body must be answered: ``produce_timeout`` from then,
+        whatever the time goes to (parsing, waiting for a write slot, Kafka's ack)."""
+        return asyncio.get_running_loop().time() + self.produce_timeout
+
     async def _single(self, request: web.Request, kind: str) -> web.StreamResponse:
         received_at = spec.now()
         header_key = auth.key_from_headers(request.headers)
         if header_key is not None:
             auth.resolve(header_key, None, self._sources)  # 401 before reading the body
         raw = await parsing.read_body(request, parsing.SINGLE_LIMIT, self.read_timeout)
+        deadline = self._deadline()
         data = parsing.decode(raw, request.headers.get("Content-Encoding"), parsing.SINGLE_LIMIT)
         body = parsing.parse_object(data)
         write_key, source_id = auth.resolve(header_key, body, self._sources)
         if self._limiter is not None:
             self._limiter.check(write_key, 1)
-        record = self._events.single(body, kind, write_key=write_key, received_at=received_at)
-        await self._writer().write([record])
+        record = self._events.single(
+            body, kind, write_key=write_key, received_at=received_at, sent_bytes=len(data)
+        )
+        await self._writer().write([record], deadline=deadline)
         self.metrics.on_accepted(source_id, 1)
         return web.Response(body=_SUCCESS, content_type=_JSON)
 
@@ -367,6 +375,7 @@ class Gateway(RoleBase):
         if header_key is not None:
             auth.resolve(header_key, None, self._sources)
         raw = await parsing.read_body(request, parsing.BATCH_LIMIT, self.read_timeout)
+        deadline = self._deadline()
         data = parsing.decode(raw, request.headers.get("Content-Encoding"), parsing.BATCH_LIMIT)
         body = parsing.parse_object(data)
         items = body.get("batch")
@@ -385,9 +394,10 @@ class Gateway(RoleBase):
             received_at=received_at,
             path=request.path,
             measure_items=len(data) > spec.MAX_EVENT_BYTES,
+            body_bytes=len(data),
         )
         request[_EVENTS] = prepared.accepted + len(prepared.errors)
-        await self._writer().write(prepared.records)
+        await self._writer().write(prepared.records, deadline=deadline)
         self.metrics.on_accepted(source_id, prepared.accepted)
         if not prepared.errors:
             return web.Response(body=_SUCCESS, content_type=_JSON)
