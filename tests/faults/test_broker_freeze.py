@@ -9,8 +9,9 @@ must reach the partner.
 
 Duplicates: a write whose acknowledgement came too late for its request (the client got 503
 and sent the batch again) is on Kafka twice with the same messageIds; the processor's dedup
-drops the second copy, so the partner sees none of these. What the partner may see twice is
-what a rebalance after the thaw replays (the frozen members' sessions expired meanwhile).
+drops the second copy, so the partner sees none of these. What the partner may see twice is a
+processor batch whose write timed out during the freeze but landed after the thaw: its outputs
+were never acknowledged, so the processor writes them again.
 """
 
 from __future__ import annotations
@@ -99,5 +100,5 @@ async def test_broker_frozen_30s_gateway_says_503_and_everything_resumes(
     assert {a.code for a in during} <= {"kafka_timeout", "kafka_unavailable", "overloaded"}
     slowest = max(a.finished - a.started for a in during)
     assert slowest <= PRODUCE_TIMEOUT + 2.0, f"a 503 took {slowest:.1f}s"
-    # Replays after the thaw's rebalance: bounded by what was uncommitted when it froze.
+    # Rewritten processor batches: bounded by what was in flight when it froze.
     assert result.duplicated <= 200
