@@ -367,6 +367,9 @@ class KafkaSettings(Model):
     partitions: int = Field(default=4, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1, le=16)
     client_id: str = "event-router"
+    #: How soon a consumer that stopped heartbeating (a killed process) loses its partitions.
+    #: Kafka brokers refuse less than 6 s by default (group.min.session.timeout.ms).
+    session_timeout: Duration = Field(default=6.0, ge=1.0, le=300.0)
 
 
 class ProcessorSettings(Model):

@@ -138,6 +138,10 @@ class Gateway(RoleBase):
         self._accumulator: ProduceAccumulator | None = None
         self._runner: web.AppRunner | None = None
         self._paths: frozenset[str] = frozenset()
+        self._draining = False
+        self._active = 0  # requests being handled
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.app = self._build_app()
 
     # ------------------------------------------------------------ lifecycle
@@ -207,6 +211,21 @@ class Gateway(RoleBase):
             self.topics.raw,
         )
 
+    async def drain(self) -> int:
+        """Refuse new events but keep listening; return once no request is in flight.
+
+        Used when the process must finish delivering what it accepted before it stops (the
+        embedded broker keeps events in memory): every request from now on is answered 503
+        ``shutting_down``, which every Segment client retries, instead of finding the port
+        closed. Waits at most ``drain_timeout`` seconds and returns the number of requests
+        still in flight then.
+        """
+        self._draining = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.drain_timeout):
+                await self._idle.wait()
+        return self._active
+
     async def stop(self) -> None:
         """Stop listening, let requests in flight finish, then close the producer.
 
@@ -231,6 +250,12 @@ class Gateway(RoleBase):
                     "the gateway's Kafka producer did not stop within %.1f s", self.drain_timeout
                 )
 
+    def failure(self) -> str | None:
+        accumulator = self._accumulator
+        if self._runner is not None and accumulator is not None and not accumulator.running:
+            return "the gateway's Kafka writer stopped"
+        return None
+
     def health(self) -> tuple[bool, str]:
         accumulator = self._accumulator
         if self._runner is None or accumulator is None:
@@ -254,8 +279,12 @@ class Gateway(RoleBase):
         routed = not isinstance(request.match_info.http_exception, web.HTTPNotFound)
         response: web.StreamResponse
         self.metrics.in_flight.inc()
+        self._active += 1
+        self._idle.clear()
         preflight = request.method == "OPTIONS" and routed
         try:
+            if self._draining and not preflight:
+                raise Unavailable("shutting_down", "the router is shutting down; retry")
             if preflight:
                 response = web.Response(
                     status=204,
@@ -282,6 +311,9 @@ class Gateway(RoleBase):
             )
         finally:
             self.metrics.in_flight.dec()
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
         if not preflight:
             response.headers.update(browser.cors_headers(origin))
         self.metrics.on_request(path, response.status, time.monotonic() - started)
