@@ -60,6 +60,8 @@ class DedupChangelog:
         futures: list[tuple[int, asyncio.Future[RecordMetadata]]] = []
         raw, rekeyed = self.topics.raw, self.topics.rekeyed
         for partition, keys in pending.items():
+            if not keys:
+                continue  # every first sighting of this partition was dead-lettered
             raw_next = following.get(TopicPartition(raw, partition), -1)
             rekeyed_next = following.get(TopicPartition(rekeyed, partition), -1)
             # One record per produce batch: the next offset is then the record's offset + 1,

@@ -73,7 +73,7 @@ def split(
 
 
 def _moved_record(env: Envelope, key: bytes, partition: int, topic: str) -> OutRecord:
-    origin = env.notes.get("origin")
+    origin = env.origin
     if origin is None:  # first move; a record moved again keeps where it came from first
         origin = (env.partition, env.offset, env.timestamp_ms)
     headers = (
