@@ -100,10 +100,10 @@ class Drain:
                     logger.warning("%d gateway request(s) still in flight", still)
             else:
                 await role.stop()
-        for role in self.roles:
-            if isinstance(role, DeliveryAgent):
+        for agent in self.roles:
+            if isinstance(agent, DeliveryAgent):
                 # Loaders wait up to flush_interval to fill a batch: nothing more is coming.
-                await role.flush_now()
+                await agent.flush_now()
         last: Backlog | None = None
         announced = False
         while True:
