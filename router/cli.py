@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     dlq = commands.add_parser("dlq", help="list, show and redrive a destination's dead letters")
     add_dlq_arguments(dlq)
 
+    from router.privacy.arguments import add_privacy_arguments
+
+    privacy = commands.add_parser(
+        "privacy", help="suppress, unsuppress and delete users (regulations), and their status"
+    )
+    add_privacy_arguments(privacy)
+
     check = commands.add_parser("check-config", help="validate a workspace file and exit")
     check.add_argument("file", nargs="?", help="workspace YAML (default: $ROUTER_CONFIG)")
 
@@ -182,8 +189,10 @@ def _roles_for(
         )
     if command in ("run", "ops"):
         from router.ops.console import Console
+        from router.privacy.worker import RegulationWorker
 
         roles.append(Console(workspace, registry))
+        roles.append(RegulationWorker(workspace))
     if command == "run" and args.demo:
         from router.demo import DemoTraffic
 
@@ -326,15 +335,17 @@ async def _send(args: argparse.Namespace) -> int:
 
 def _operate(args: argparse.Namespace) -> int:
     from router.ops.commands import CommandError, dlq_command, replay_command
+    from router.privacy.commands import CommandError as PrivacyError
+    from router.privacy.commands import privacy_command
 
     workspace = _load(args)
     if not workspace.kafka.bootstrap_servers:
         problem = "not set: pass --bootstrap or set KAFKA_BOOTSTRAP_SERVERS"
         raise ConfigError([("kafka.bootstrap_servers", problem)])
-    command = replay_command if args.command == "replay" else dlq_command
+    commands = {"replay": replay_command, "dlq": dlq_command, "privacy": privacy_command}
     try:
-        return asyncio.run(command(workspace, args))
-    except CommandError as exc:
+        return asyncio.run(commands[args.command](workspace, args))
+    except (CommandError, PrivacyError) as exc:
         print(f"router {args.command}: {exc}", file=sys.stderr)
         return 1
 
@@ -351,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from router import catalog_cli
 
             return catalog_cli.run(args, _load)
-        if args.command in ("replay", "dlq"):
+        if args.command in ("replay", "dlq", "privacy"):
             return _operate(args)
         if args.command == "warehouse":
             from destinations.warehouse.cli import run_warehouse

@@ -37,6 +37,21 @@ class Topics:
     def status(self) -> str:
         return f"{self.prefix}delivery.status"
 
+    @property
+    def suppressions(self) -> str:
+        """Suppressed user ids (privacy), key = userId; a tombstone unsuppresses; compacted."""
+        return f"{self.prefix}privacy.suppressions"
+
+    @property
+    def regulations(self) -> str:
+        """Privacy regulations (suppress, delete) and their progress, key = id; compacted."""
+        return f"{self.prefix}privacy.regulations"
+
+    @property
+    def compacted(self) -> frozenset[str]:
+        """Topics that keep the latest record per key rather than records for a time."""
+        return frozenset({self.suppressions, self.regulations})
+
     def destination(self, destination_id: str) -> str:
         return f"{self.prefix}dest.{destination_id}"
 
@@ -48,6 +63,7 @@ class Topics:
 
     def for_workspace(self, workspace: Workspace) -> list[str]:
         names = [self.raw, self.dlq, self.violations, self.status]
+        names += [self.suppressions, self.regulations]
         for dest in workspace.destinations:
             names += [
                 self.destination(dest.id),
@@ -65,8 +81,10 @@ async def ensure_topics(settings: KafkaSettings, names: Iterable[str]) -> None:
     """Create missing topics with the configured partitions and replication; keep existing ones.
 
     Consumers of a topic that does not exist yet would silently wait, and auto-created
-    topics get the broker's defaults, so every role calls this before it starts.
+    topics get the broker's defaults, so every role calls this before it starts. Compacted
+    topics (:attr:`Topics.compacted`) are created with ``cleanup.policy=compact``.
     """
+    compacted = topics_for(settings).compacted
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-admin"
     )
@@ -78,7 +96,15 @@ async def ensure_topics(settings: KafkaSettings, names: Iterable[str]) -> None:
         if not missing:
             return
         response = await admin.create_topics(
-            [NewTopic(n, settings.partitions, settings.replication_factor) for n in missing]
+            [
+                NewTopic(
+                    n,
+                    settings.partitions,
+                    settings.replication_factor,
+                    topic_configs={"cleanup.policy": "compact"} if n in compacted else None,
+                )
+                for n in missing
+            ]
         )
         for topic, code, message in response.topic_errors:
             if code not in (0, _TOPIC_ALREADY_EXISTS):
