@@ -1,7 +1,8 @@
 """The processor's stages alone, no Kafka: events/s of Pipeline.process on the bench workload.
 
-Usage: python -m bench.pipeline_micro [--profile] [--plan]  (--plan: with the tracking plan,
-as the processor figure of ``python -m bench`` runs it)
+Usage: python -m bench.pipeline_micro [--profile] [--plan] [--no-schema]  (--plan: with the
+tracking plan, as the processor figure of ``python -m bench`` runs it; the source schema is
+observed per batch as the processor does, unless --no-schema)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import orjson
 from bench.processor_bench import WRITE_KEY, bench_workspace, realistic_event
 from router.broker.topics import Topics
 from router.config import KafkaSettings
+from router.observability.source_schema import SourceSchemas
 from router.pipeline.compile import compile_workspace
 from router.pipeline.dedup import Deduplicator
 from router.pipeline.pipeline import Pipeline
@@ -50,6 +52,8 @@ d = Deduplicator(tempfile.mkdtemp(), 86400)
 # leave opening the four RocksDB stores (tens of ms) out of the timed loop.
 d.open(range(4))
 p = Pipeline(compiled, topics, d, {topics.destination(x): 4 for x in compiled.destinations})
+if "--no-schema" not in sys.argv:
+    p.observe = SourceSchemas().observe
 t = time.perf_counter()
 for i in range(0, 50000, 5000):
     r = p.process(records[i : i + 5000])

@@ -58,6 +58,18 @@ TRACKING_PLAN: dict[str, Any] = {
                 }
             },
         },
+        # Pages need a rule of their own to be planned (else each is an "Unplanned Event").
+        "page": {
+            "Page Viewed": {
+                "type": "object",
+                "properties": {
+                    "properties": {
+                        "type": "object",
+                        "properties": {"title": {"type": "string"}, "referrer": {"type": "string"}},
+                    }
+                },
+            }
+        },
     },
 }
 

@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a workspace file and exit")
     check.add_argument("file", nargs="?", help="workspace YAML (default: $ROUTER_CONFIG)")
 
+    from router.plans.commands import add_plan_parser
+
+    add_plan_parser(commands)
+
     send = commands.add_parser("send", help="send a test event")
     send.add_argument("--write-key", "-k", required=True)
     send.add_argument("--url", default="http://127.0.0.1:8080", help="gateway base URL")
@@ -358,6 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_config(args)
         if args.command == "send":
             return asyncio.run(_send(args))
+        if args.command == "plan":
+            from router.plans.commands import run_plan_command
+
+            return run_plan_command(args)
         if args.command == "destinations":
             from router import catalog_cli
 

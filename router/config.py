@@ -244,19 +244,44 @@ Transformation = Annotated[
 # ---------------------------------------------------------------- tracking plans
 
 
+#: Segment's tracking plans list page() and screen() calls as these events: a rule under this
+#: name in ``page`` (``screen``) applies to every page (screen) call without a rule of its own.
+PAGE_VIEWED = "Page Viewed"
+SCREEN_VIEWED = "Screen Viewed"
+
+
 class PlanRules(Model):
-    """JSON Schemas (draft-07) per event; each validates the whole payload."""
+    """JSON Schemas (draft-07) per event; each validates the whole payload.
+
+    ``track``, ``page`` and ``screen`` are keyed by event name (``event`` for track, ``name``
+    for page and screen); ``identify``, ``group`` and ``alias`` hold one schema each. An
+    event with no rule is unplanned; ``{}`` plans an event without constraining it.
+    """
 
     common: dict[str, Any] | None = None
     track: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    page: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    screen: dict[str, dict[str, Any]] = Field(default_factory=dict)
     identify: dict[str, Any] | None = None
     group: dict[str, Any] | None = None
+    alias: dict[str, Any] | None = None
 
 
 class TrackingPlan(Model):
+    """A plan written in the workspace, or read from ``file`` (ours or Segment's JSON export;
+    the workspace loader reads the file and fills ``rules``)."""
+
     id: str = Field(pattern=ID_PATTERN)
     name: str = ""
+    description: str = ""
+    file: str | None = Field(default=None, min_length=1)
     rules: PlanRules = Field(default_factory=PlanRules)
+
+
+class ViolationForwarding(Model):
+    """Where "Violation Generated" events go: into ``events.raw`` as events of this source."""
+
+    source: str = Field(pattern=ID_PATTERN)
 
 
 class PlanEnforcement(Model):
@@ -266,7 +291,9 @@ class PlanEnforcement(Model):
     unplanned_events: Literal["allow", "block"] = "allow"
     unplanned_properties: Literal["allow", "omit"] = "allow"
     violations: Literal["allow", "block", "omit"] = "allow"
-    forward_violations: bool = False
+    #: ``true``: to ``events.violations`` for review; ``{source: ID}``: through that source's
+    #: pipeline to its destinations, like any event.
+    forward_violations: bool | ViolationForwarding = False
 
 
 # ---------------------------------------------------------------- sources and destinations
@@ -413,6 +440,8 @@ class ProcessorSettings(Model):
     state_dir: str = "./state"
     max_batch: int = Field(default=5000, ge=1, le=100_000)
     poll_timeout: Duration = 0.2
+    #: How often each processor publishes its source schemas to ``sources.schema``.
+    schema_interval: Duration = Field(default=60.0, gt=0)
 
 
 class GatewaySettings(Model):
@@ -487,6 +516,16 @@ class Workspace(Model):
             plan = source.tracking_plan
             if plan and plan.plan not in plan_ids:
                 problems.append(f"sources[{i}].tracking_plan.plan: unknown plan {plan.plan!r}")
+            forward = plan.forward_violations if plan else None
+            if isinstance(forward, ViolationForwarding):
+                where = f"sources[{i}].tracking_plan.forward_violations.source"
+                if forward.source not in source_ids:
+                    problems.append(f"{where}: unknown source {forward.source!r}")
+                elif forward.source == source.id:
+                    problems.append(
+                        f"{where}: a source cannot receive its own violations; "
+                        "forward them to a separate source"
+                    )
         if problems:
             raise ValueError("; ".join(problems))
         return self

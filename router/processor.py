@@ -33,6 +33,7 @@ from router.pipeline.dedup import Deduplicator
 from router.pipeline.pipeline import BatchResult, Pipeline
 from router.privacy.state import SuppressionList
 from router.roles import RoleBase
+from router.schema_topic import SchemaKeeper
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,8 @@ class Processor(RoleBase):
         self._stopping = asyncio.Event()
         self._last_progress = time.monotonic()
         self._last_lag_check = 0.0
+        #: Source schemas of what this processor saw (router.schema_topic).
+        self.schemas = SchemaKeeper(workspace.kafka, self.topics, interval=settings.schema_interval)
 
     async def start(self) -> None:
         kafka = self.workspace.kafka
@@ -136,6 +139,8 @@ class Processor(RoleBase):
         self._pipeline = Pipeline(
             compiled, self.topics, self.dedup, partition_counts, self.suppressions.users
         )
+        self._pipeline.observe = self.schemas.observe
+        await self.schemas.start(self._sender)
         consumer = make_consumer(
             kafka,
             group_id=self.group_id,
@@ -302,6 +307,7 @@ class Processor(RoleBase):
             with contextlib.suppress(KafkaError, TimeoutError):
                 await asyncio.wait_for(self._consumer.stop(), 10)
             self._consumer = None
+        await self.schemas.stop()
         if self._sender is not None:
             with contextlib.suppress(KafkaError, TimeoutError):
                 await asyncio.wait_for(self._sender.producer.stop(), 10)

@@ -26,6 +26,7 @@ from router.pipeline.conditions import ConditionSyntaxError, compile_condition
 from router.pipeline.middleware import MiddlewareImportError, load_function
 from router.pipeline.paths import split_path
 from router.pipeline.plans import plan_problems
+from router.plans.formats import SHAPE_OURS, PlanFormatError, convert, detect_shape, read_document
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +86,20 @@ def _error_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def validate_workspace(data: Any, source: str = "") -> Workspace:
-    """Validate an already-parsed document; raise :class:`ConfigError` listing every problem."""
+def validate_workspace(
+    data: Any, source: str = "", base_dir: str | os.PathLike[str] | None = None
+) -> Workspace:
+    """Validate an already-parsed document; raise :class:`ConfigError` listing every problem.
+
+    ``base_dir`` anchors relative plan ``file`` paths (default: the directory of ``source``
+    when it names a file, else the working directory)."""
     problems: list[tuple[str, str]] = []
     if not isinstance(data, Mapping):
         raise ConfigError([("", "the workspace must be a YAML mapping")], source)
     data = interpolate(data, "", problems)
+    if base_dir is None:
+        base_dir = Path(source).parent if source else Path.cwd()
+    data = resolve_plans(data, Path(base_dir), problems)
     workspace: Workspace | None = None
     try:
         workspace = Workspace.model_validate(data)
@@ -133,6 +142,57 @@ def load_workspace(path: str | os.PathLike[str] | None = None) -> Workspace:
     if servers:
         workspace = with_bootstrap(workspace, servers)
     return workspace
+
+
+# ---------------------------------------------------------------- tracking plans
+
+
+def resolve_plans(
+    data: Mapping[str, Any], base_dir: Path, problems: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """Tracking plans in our shape: each ``file`` read (ours or Segment's JSON, relative to
+    ``base_dir``) and each plan written inline in Segment's shape converted. Returns a copy."""
+    resolved = dict(data)
+    plans = data.get("tracking_plans")
+    if not isinstance(plans, list):
+        return resolved
+    out: list[Any] = []
+    for i, entry in enumerate(plans):
+        where = f"tracking_plans[{i}]"
+        if not isinstance(entry, Mapping):
+            out.append(entry)
+            continue
+        entry = dict(entry)
+        from_file = isinstance(entry.get("file"), str) and bool(entry["file"])
+        rules = entry.get("rules")
+        try:
+            if from_file and ("rules" in entry or "events" in entry):
+                problems.append((f"{where}.file", "give either file or rules, not both"))
+            elif from_file:
+                path = base_dir / entry["file"]
+                converted = convert(read_document(path))
+                for note in converted.notes:
+                    logger.info("%s.file (%s): %s", where, path, note)
+                entry = {**converted.plan, **entry, "rules": converted.plan["rules"]}
+            elif (
+                "events" in entry
+                or isinstance(rules, list)
+                or (isinstance(rules, Mapping) and detect_shape({"rules": rules}) != SHAPE_OURS)
+            ):
+                # Segment's shape written inline: everything but our id and name is theirs.
+                converted = convert({k: v for k, v in entry.items() if k not in ("id", "name")})
+                kept = {k: v for k, v in entry.items() if k in ("id", "name")}
+                entry = {**converted.plan, **kept}
+        except PlanFormatError as exc:
+            for sub, message in exc.problems:
+                if from_file:
+                    problems.append((f"{where}.file", f"{sub}: {message}" if sub else message))
+                else:
+                    problems.append((f"{where}.{sub}" if sub else where, message))
+            entry = {k: v for k, v in entry.items() if k in ("id", "name", "file")}
+        out.append(entry)
+    resolved["tracking_plans"] = out
+    return resolved
 
 
 # ---------------------------------------------------------------- cross-checks

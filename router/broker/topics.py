@@ -38,6 +38,11 @@ class Topics:
         return f"{self.prefix}delivery.status"
 
     @property
+    def schema(self) -> str:
+        """Source schemas, one record per (source, processor instance); compacted."""
+        return f"{self.prefix}sources.schema"
+
+    @property
     def suppressions(self) -> str:
         """Suppressed user ids (privacy), key = userId; a tombstone unsuppresses; compacted."""
         return f"{self.prefix}privacy.suppressions"
@@ -50,7 +55,7 @@ class Topics:
     @property
     def compacted(self) -> frozenset[str]:
         """Topics that keep the latest record per key rather than records for a time."""
-        return frozenset({self.suppressions, self.regulations})
+        return frozenset({self.schema, self.suppressions, self.regulations})
 
     def destination(self, destination_id: str) -> str:
         return f"{self.prefix}dest.{destination_id}"
@@ -62,7 +67,7 @@ class Topics:
         return f"{self.prefix}dest.{destination_id}.dlq"
 
     def for_workspace(self, workspace: Workspace) -> list[str]:
-        names = [self.raw, self.dlq, self.violations, self.status]
+        names = [self.raw, self.dlq, self.violations, self.status, self.schema]
         names += [self.suppressions, self.regulations]
         for dest in workspace.destinations:
             names += [

@@ -105,6 +105,7 @@ class ConsoleApi:
         add("GET", "/api/v1/sources/{id}/events", self.events)
         add("GET", "/api/v1/sources/{id}/live", self.live)
         add("GET", "/api/v1/sources/{id}/violations", self.source_violations)
+        add("GET", "/api/v1/sources/{id}/schema", self.source_schema)
         add("GET", "/api/v1/events/{message_id}", self.event)
         add("GET", "/api/v1/violations", self.violations)
         add("POST", "/api/v1/privacy/regulations", self.regulate)
@@ -213,6 +214,11 @@ class ConsoleApi:
         return _json(
             await self.console.violations(request.query.get("window"), request.match_info["id"])
         )
+
+    async def source_schema(self, request: web.Request) -> web.Response:
+        """The source's schema as the processors saw it (event names, properties and traits
+        with types, counts, first and last seen), merged over the processor instances."""
+        return _json(await self.console.source_schema(request.match_info["id"]))
 
     async def regulate(self, request: web.Request) -> web.Response:
         try:

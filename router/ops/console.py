@@ -51,6 +51,7 @@ from router.privacy.records import (
 from router.privacy.state import RegulationBook, SuppressionList
 from router.privacy.submit import submit
 from router.roles import RoleBase
+from router.schema_topic import read_source_schemas
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,11 @@ class BadRequest(ValueError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+#: Seconds the source schemas read from ``sources.schema`` are served before reading again
+#: (processors publish every ``processor.schema_interval``, 60 s by default).
+SCHEMA_REFRESH = 10.0
 
 
 class NotFound(LookupError):
@@ -129,6 +135,9 @@ class Console(RoleBase):
         self._sender: BatchSender | None = None
         self._task: asyncio.Task[None] | None = None
         self._redrive_lock = asyncio.Lock()
+        self._schema_lock = asyncio.Lock()
+        self._schemas: dict[str, dict[str, Any]] = {}
+        self._schema_read_at = -SCHEMA_REFRESH
         self._started = False
         self._last_purge = 0.0
         self._last_backlogs = 0.0
@@ -480,6 +489,22 @@ class Console(RoleBase):
     def subscribe(self, source_id: str, filters: Filters) -> Subscriber:
         self.source(source_id)
         return self.tail.subscribe(source_id, filters)
+
+    async def source_schema(self, source_id: str) -> dict[str, Any]:
+        """One source's schema from ``sources.schema``, merged over processor instances.
+
+        Reading the topic takes about a second (it is read to the end), so the merged view is
+        kept for :data:`SCHEMA_REFRESH` seconds and concurrent callers share one read.
+        """
+        self.source(source_id)
+        async with self._schema_lock:
+            if time.monotonic() - self._schema_read_at > SCHEMA_REFRESH:
+                self._schemas = await read_source_schemas(self.workspace.kafka, self.topics)
+                self._schema_read_at = time.monotonic()
+        schema = self._schemas.get(source_id)
+        if schema is None:
+            return {"source": source_id, "events": {}, "seen": False}
+        return {**schema, "source": source_id, "seen": True}
 
     async def event(self, message_id: str) -> dict[str, Any]:
         """What happened to one event at every destination."""

@@ -11,14 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from router.broker.topics import Topics
-from router.config import Destination, Source, Workspace
+from router.config import Destination, Source, ViolationForwarding, Workspace
 from router.pipeline.filters import DestinationFilter, compile_filters
 from router.pipeline.middleware import (
     MiddlewareChain,
     compile_middleware,
 )
 from router.pipeline.pii import PiiRules, Redactor
-from router.pipeline.plans import PlanStage, compile_plan
+from router.pipeline.plans import PlanStage, ViolationTarget, compile_plan
 from router.pipeline.transforms import Transformer, compile_transformations
 
 
@@ -70,8 +70,27 @@ def compile_destination(
     )
 
 
+def violation_targets(
+    source: Source, workspace: Workspace, topics: Topics
+) -> tuple[ViolationTarget, ...]:
+    """Where a source's forwarded violations go. ``{source: ID}``: ``events.raw`` as events
+    of that source (its first write key), routed like any event, and ``events.violations``,
+    which the operations console reads; ``true``: ``events.violations`` only."""
+    enforcement = source.tracking_plan
+    forward = enforcement.forward_violations if enforcement is not None else False
+    review = ViolationTarget(topics.violations)
+    if isinstance(forward, ViolationForwarding):
+        receiver = workspace.source_by_id(forward.source)
+        headers = (("write-key", receiver.write_keys[0].encode()),)
+        return (ViolationTarget(topics.raw, headers, by_user=True), review)
+    return (review,) if forward else ()
+
+
 def compile_source(
-    source: Source, workspace: Workspace, destinations: dict[str, CompiledDestination]
+    source: Source,
+    workspace: Workspace,
+    destinations: dict[str, CompiledDestination],
+    topics: Topics | None = None,
 ) -> CompiledSource:
     connected = tuple(
         destinations[d.id] for d in workspace.destinations if d.enabled and source.id in d.sources
@@ -79,7 +98,13 @@ def compile_source(
     plan = None
     if source.tracking_plan is not None:
         plan_config = next(p for p in workspace.tracking_plans if p.id == source.tracking_plan.plan)
-        plan = compile_plan(plan_config, source.tracking_plan, source.id)
+        plan = compile_plan(
+            plan_config,
+            source.tracking_plan,
+            source.id,
+            source_name=source.name,
+            forward_to=violation_targets(source, workspace, topics or Topics()),
+        )
     return CompiledSource(
         id=source.id,
         middleware=compile_middleware(source.middleware),
@@ -102,6 +127,6 @@ def compile_workspace(
     destinations = {
         d.id: compile_destination(d, topics, types.get(d.id), pii) for d in workspace.destinations
     }
-    sources = {s.id: compile_source(s, workspace, destinations) for s in workspace.sources}
+    sources = {s.id: compile_source(s, workspace, destinations, topics) for s in workspace.sources}
     by_key = {key: s.id for s in workspace.sources for key in s.write_keys}
     return CompiledWorkspace(sources=sources, sources_by_key=by_key, destinations=destinations)

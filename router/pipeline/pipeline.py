@@ -135,6 +135,9 @@ class Pipeline:
         self.suppressed = suppressed
         self._hash_cache: dict[bytes, int] = {}
         self._routes, self._route_ids = self._build_routes()
+        #: Called with each batch's events after dedup, before any stage changes them (the
+        #: processor's source schema, router.observability.source_schema).
+        self.observe: Callable[[Sequence[Envelope]], None] | None = None
 
     def _build_routes(self) -> tuple[dict[str, _SourceRoute], list[str]]:
         """Everything the per-event loops read, resolved once rather than per event and
@@ -189,6 +192,8 @@ class Pipeline:
         pending: PendingKeys = {}
         if self.dedup is not None:
             envelopes, stats.duplicates, pending = self.dedup.filter(envelopes)
+        if self.observe is not None:
+            self.observe(envelopes)
         outputs: list[OutRecord] = []
         violations_out: list[OutRecord] = []
         routes, route_ids = self._routes, self._route_ids
@@ -318,11 +323,8 @@ class Pipeline:
             outcome = source.plan(event)
             for violation in outcome.violations:
                 stats.violations[(source.id, violation["type"])] += 1
-            if outcome.violations and source.plan.enforcement.forward_violations:
-                violations_out.extend(
-                    OutRecord(self.topics.violations, b"schema-violations", orjson.dumps(v))
-                    for v in source.plan.violation_events(event, outcome.violations)
-                )
+            if outcome.violations and source.plan.forward_to:
+                violations_out.extend(source.plan.violation_records(event, outcome.violations))
             if outcome.event is None:
                 rejections.append(
                     _rejection(

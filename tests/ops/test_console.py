@@ -256,6 +256,7 @@ API_PATHS = [
     ("GET", "/api/v1/sources/web/events"),
     ("GET", "/api/v1/sources/web/live"),
     ("GET", "/api/v1/sources/web/violations"),
+    ("GET", "/api/v1/sources/web/schema"),
     ("GET", "/api/v1/events/m-1"),
     ("GET", "/api/v1/violations"),
     ("GET", "/api/v1/not-a-path"),
@@ -327,3 +328,32 @@ async def test_protected_metrics(kafka: KafkaSettings, tmp_path: Path) -> None:
             assert "router_ops_dead_letters" in await response.text()
         async with aiohttp.ClientSession() as session, session.get(api.base + "/healthz") as r:
             assert r.status == 200
+
+
+async def test_source_schema_from_the_processors(
+    kafka: KafkaSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /api/v1/sources/{id}/schema: what the processors published on sources.schema."""
+    from router.ops import console as console_module
+
+    monkeypatch.setattr(console_module, "SCHEMA_REFRESH", 0.0)
+    kafka = unique_kafka(kafka)
+    ws = workspace(kafka, tmp_path / "state", [hook("hook", "http://127.0.0.1:9/hook")])
+    processor_settings = ws.processor.model_copy(update={"schema_interval": 0.3})
+    ws = ws.model_copy(update={"processor": processor_settings})
+    async with running_router(ws, tmp_path / "c.sqlite") as (_, api, _port):
+        empty = await api.get("/api/v1/sources/web/schema")
+        assert empty["seen"] is False
+        events = [track(i, total=i) for i in range(5)]
+        await produce(kafka, topics(kafka).raw, events, headers=[("write-key", WRITE_KEY.encode())])
+
+        async def schema() -> Any:
+            body = await api.get("/api/v1/sources/web/schema")
+            return body if body["seen"] else None
+
+        body = await eventually(schema)
+        assert body["source"] == "web"
+        names = orjson.dumps(body["events"]).decode()
+        assert "Order Completed" in names and "total" in names
+        status, missing = await api.call("GET", "/api/v1/sources/nope/schema", headers=api.headers)
+        assert (status, missing["code"]) == (404, "unknown_source")
