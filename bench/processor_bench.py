@@ -8,9 +8,10 @@ one filter and one transformation per destination, 5 destinations), in this proc
 loops, each run with its own consumer group and a fresh dedup store. Rounds alternate
 floor / ours / ceiling; each figure is the median of its rounds.
 
-Privacy row: the Processor with the plan on and 10,000 users suppressed (none of them in the
+Privacy rows: the Processor with the plan on and 10,000 users suppressed (none of them in the
 workload, so every event pays the suppression lookup and none is spared any work) against
-the same Processor with the plan off and nothing suppressed, in the same rounds.
+the same Processor with the plan off and nothing suppressed (the target), and against the
+plan on with nothing suppressed (what suppression alone costs), in the same rounds.
 
 Usage: python -m bench.processor_bench [--events 100000] [--rounds 3]  (or python -m bench)
 """
@@ -189,13 +190,15 @@ async def measure_privacy(events: int, rounds: int) -> dict[str, list[float]]:
         )
         await produce_backlog(privacy_kafka, privacy_topics.raw, events)
         await suppress_users(privacy_kafka, SUPPRESSED_USERS)
-        results: dict[str, list[float]] = {"plain": [], "privacy": []}
+        results: dict[str, list[float]] = {"plain": [], "privacy": [], "plan": []}
         for i in range(rounds):
             results["plain"].append(await ours(plain_kafka, events, plan=False))
             results["privacy"].append(await ours(privacy_kafka, events, plan=True))
+            results["plan"].append(await ours(plain_kafka, events, plan=True))
             log(
                 f"processor privacy round {i + 1}: plan + {SUPPRESSED_USERS} suppressed "
-                f"{results['privacy'][-1]:.0f}/s, plan off {results['plain'][-1]:.0f}/s"
+                f"{results['privacy'][-1]:.0f}/s, plan off {results['plain'][-1]:.0f}/s, "
+                f"plan, none suppressed {results['plan'][-1]:.0f}/s"
             )
         return results
 
@@ -227,22 +230,36 @@ async def run(quick: bool = False) -> list[Result]:
             passed=None,
             details=details,
         ),
-        privacy_result(privacy, events),
+        *privacy_results(privacy, events),
     ]
 
 
-def privacy_result(raw: dict[str, list[float]], events: int) -> Result:
+def privacy_results(raw: dict[str, list[float]], events: int) -> list[Result]:
     with_privacy = statistics.median(raw["privacy"])
     plain = statistics.median(raw["plain"])
-    return Result(
-        f"processor, plan + {SUPPRESSED_USERS // 1000}k suppressed users / plan off",
-        with_privacy,
-        plain,
-        unit="events/s",
-        target=">= 0.8x",
-        passed=with_privacy >= 0.8 * plain,
-        details={"events": events, "rounds": raw, "suppressed": SUPPRESSED_USERS},
-    )
+    plan = statistics.median(raw["plan"])
+    details = {"events": events, "rounds": raw, "suppressed": SUPPRESSED_USERS}
+    thousands = SUPPRESSED_USERS // 1000
+    return [
+        Result(
+            f"processor, plan + {thousands}k suppressed users / plan off",
+            with_privacy,
+            plain,
+            unit="events/s",
+            target=">= 0.8x",
+            passed=with_privacy >= 0.8 * plain,
+            details=details,
+        ),
+        Result(
+            f"processor, plan + {thousands}k suppressed users / plan",
+            with_privacy,
+            plan,
+            unit="events/s",
+            target="report",
+            passed=None,
+            details=details,
+        ),
+    ]
 
 
 def main() -> None:
