@@ -176,16 +176,36 @@ class OnlyFilter(Model):
     condition: str = Field(alias="if")
 
 
+def _check_unprotected(fields: Iterable[str], action: str) -> None:
+    """No dot path may start at a top-level id: removing or replacing one (``userId.x``
+    replaces the id with an object) would deliver events without identity."""
+    for field in fields:
+        if field.split(".", 1)[0] in PROTECTED_FIELDS:
+            raise ValueError(f"{field!r} is a top-level id and cannot be {action}")
+
+
 class DropPropertiesFilter(Model):
     type: Literal["drop_properties"]
     fields: list[str] = Field(min_length=1)
     condition: str | None = Field(default=None, alias="if")
+
+    @field_validator("fields")
+    @classmethod
+    def _not_ids(cls, value: list[str]) -> list[str]:
+        _check_unprotected(value, "dropped")
+        return value
 
 
 class AllowPropertiesFilter(Model):
     type: Literal["allow_properties"]
     fields: list[str] = Field(min_length=1)
     condition: str | None = Field(default=None, alias="if")
+
+    @field_validator("fields")
+    @classmethod
+    def _not_ids(cls, value: list[str]) -> list[str]:
+        _check_unprotected(value, "filtered")
+        return value
 
 
 Filter = Annotated[
@@ -194,12 +214,6 @@ Filter = Annotated[
 ]
 
 # ---------------------------------------------------------------- transformations
-
-
-def _check_unprotected(fields: Iterable[str]) -> None:
-    for field in fields:
-        if field in PROTECTED_FIELDS:
-            raise ValueError(f"{field!r} is a top-level id and cannot be transformed")
 
 
 class RenameEvent(Model):
@@ -216,7 +230,7 @@ class RenameProperties(Model):
     @field_validator("fields")
     @classmethod
     def _not_ids(cls, value: dict[str, str]) -> dict[str, str]:
-        _check_unprotected([*value, *value.values()])
+        _check_unprotected([*value, *value.values()], "transformed")
         return value
 
 
@@ -228,7 +242,7 @@ class SetValues(Model):
     @field_validator("values")
     @classmethod
     def _not_ids(cls, value: dict[str, Any]) -> dict[str, Any]:
-        _check_unprotected(value)
+        _check_unprotected(value, "transformed")
         return value
 
 
@@ -433,6 +447,9 @@ class KafkaSettings(Model):
     partitions: int = Field(default=4, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1, le=16)
     client_id: str = "event-router"
+    #: How soon a consumer that stopped heartbeating (a killed process) loses its partitions.
+    #: Kafka brokers refuse less than 6 s by default (group.min.session.timeout.ms).
+    session_timeout: Duration = Field(default=6.0, ge=1.0, le=300.0)
 
 
 class ProcessorSettings(Model):

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from aiokafka.errors import KafkaError
 
+from router.backoff import Backoff
 from router.broker.clients import BatchSender, OutRecord
 
 logger = logging.getLogger(__name__)
@@ -117,21 +118,19 @@ class OutcomeWriter:
             self._idle.set()
 
     async def _send(self, records: list[OutRecord]) -> Exception | None:
-        delay = self.retry_min
+        backoff = Backoff(self.retry_min, self.retry_max)
         while True:
             try:
                 await self.sender.send(records)
             except KafkaError as exc:
                 self.failures += 1
                 logger.warning(
-                    "writing %d outcome record(s) for %s failed (%s); retrying in %.1fs",
+                    "writing %d outcome record(s) for %s failed (%s); retrying",
                     len(records),
                     self.name,
                     exc,
-                    delay,
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max)
+                await backoff.wait()
             except ValueError as exc:
                 # A record the producer can never accept (too large): retrying cannot help.
                 logger.error("outcome records for %s cannot be written: %s", self.name, exc)

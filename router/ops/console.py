@@ -29,6 +29,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
+from router.backoff import Backoff
 from router.broker.clients import BatchSender, make_producer
 from router.broker.topics import Topics, ensure_topics, topics_for
 from router.config import Workspace, parse_duration
@@ -237,12 +238,14 @@ class Console(RoleBase):
 
     async def _fold_loop(self, reader: TopicReader) -> None:
         consumer = reader.consumer
+        backoff = Backoff(first=0.5, cap=10.0)
         while True:
             try:
                 polled = await consumer.getmany(timeout_ms=500, max_records=5000)
+                backoff.reset()
             except KafkaError as exc:
                 logger.warning("console: reading failed (%s); retrying", exc)
-                await asyncio.sleep(1.0)
+                await backoff.wait()
                 continue
             if self._to_forget:
                 await self._forget_pending()

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from aiokafka.errors import KafkaError
 
+from router.backoff import Backoff
 from router.broker.topics import Topics
 from router.config import KafkaSettings
 from router.ops.explain import Explainer, KeptRecord, raw_record
@@ -155,12 +156,14 @@ class SourceTail:
 
     async def _run(self, reader: TopicReader, floors: dict[Any, int | None]) -> None:
         consumer = reader.consumer
+        backoff = Backoff(first=0.5, cap=10.0)
         while True:
             try:
                 polled = await consumer.getmany(timeout_ms=500, max_records=5000)
+                backoff.reset()
             except KafkaError as exc:
                 logger.warning("debugger: reading %s failed (%s); retrying", self.topic, exc)
-                await asyncio.sleep(1.0)
+                await backoff.wait()
                 continue
             self.last_poll = time.monotonic()
             records: list[Any] = []

@@ -28,14 +28,26 @@ import fnmatch
 import hashlib
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from router.config import Destination, PrivacySettings
 from router.pipeline.middleware import hash_text
 from router.pipeline.paths import split_path
+from router.spec import edit_may_invalidate
 
 Action = Literal["hash", "drop"]
-Redactor = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class Redactor(Protocol):
+    """One destination's PII stage: the event with its PII hashed or dropped (a copy, or the
+    event itself when nothing applied)."""
+
+    #: Whether its output must be validated again (a path rule on a field the event rules
+    #: read, such as ``event`` or ``properties`` itself); name patterns never need it.
+    may_invalidate: bool
+
+    def __call__(self, event: dict[str, Any]) -> dict[str, Any]: ...
+
 
 #: Where field-name patterns apply (Segment's specs put a person's data in these).
 PATTERN_ROOTS = ("properties", "traits", "context")
@@ -65,6 +77,11 @@ class _Stage:
         salt: str,
     ) -> None:
         self.root = _Trie()
+        # A hash writes a string, a drop removes: only path rules can reach a checked field.
+        self.may_invalidate = any(
+            edit_may_invalidate(parts, None if action == "drop" else "hash")
+            for parts, action in paths
+        )
         for parts, action in paths:
             node = self.root
             for part in parts:

@@ -177,6 +177,26 @@ def test_no_pii_declared_means_no_stage() -> None:
     assert by_destination(run(config, [event]))["a"][0]["properties"] == {"email": "x"}
 
 
+def test_a_pii_rule_that_breaks_the_event_dead_letters_that_copy_alone() -> None:
+    config = workspace(
+        [{"path": "groupId", "action": "drop"}, {"path": "traits.name"}],
+        [destination("crm"), destination("warehouse", pii="allow")],
+    )
+    compiled = compile_workspace(config, Topics())
+    assert compiled.destinations["crm"].pii is not None
+    assert compiled.destinations["crm"].pii.may_invalidate  # a group needs its groupId
+    event = {"type": "group", "userId": "u1", "groupId": "acme", "traits": {"name": "Acme"}}
+    result = run(config, [event])
+    outputs = by_destination(result)
+    assert list(outputs) == ["warehouse", "events.dlq"]
+    assert outputs["warehouse"][0]["groupId"] == "acme"
+    (letter,) = outputs["events.dlq"]
+    assert letter["details"]["destination"] == "crm"
+    only_hashing = workspace([{"path": "traits.name"}], [destination("crm")])
+    pii = compile_workspace(only_hashing, Topics()).destinations["crm"].pii
+    assert pii is not None and not pii.may_invalidate  # no re-validation for hashing a trait
+
+
 @pytest.mark.parametrize(
     ("privacy", "pii", "message"),
     [
