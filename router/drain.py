@@ -9,7 +9,8 @@ broker, SIGTERM (or Ctrl-C) therefore first drains:
    the demo traffic stops;
 2. the processor and the delivery agents keep working until their consumer groups have
    committed everything in ``events.raw``, ``dest.<id>`` and ``dest.<id>.retry``, or until
-   the deadline (a retry that is not due before it stays behind);
+   the deadline (a retry that is not due before it stays behind); destinations that batch
+   by time (``flush_interval``) send what they hold at once instead of waiting;
 3. then the host stops every role, counts what is left with :meth:`Drain.backlog` and logs it.
 
 Nothing here applies to a real Kafka cluster: there, the topics outlive the process and the
@@ -99,6 +100,10 @@ class Drain:
                     logger.warning("%d gateway request(s) still in flight", still)
             else:
                 await role.stop()
+        for agent in self.roles:
+            if isinstance(agent, DeliveryAgent):
+                # Loaders wait up to flush_interval to fill a batch: nothing more is coming.
+                await agent.flush_now()
         last: Backlog | None = None
         announced = False
         while True:

@@ -207,6 +207,10 @@ class DeliveryAgent(RoleBase):
         await self.http.close()
         gc_tuning.release()
 
+    async def flush_now(self) -> None:
+        """Every lane sends its partial batches at once from now on (draining to stop)."""
+        await asyncio.gather(*(lane.flush_now() for lane in self.lanes.values()))
+
     def failure(self) -> str | None:
         """The first lane that stopped delivering for good, if any."""
         following = self._suppression_tail.failure()

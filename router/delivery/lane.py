@@ -287,6 +287,11 @@ class DestinationLane:
                     self._flush_after(self.flush_interval), name=f"deliver-{self.id}-flush"
                 )
 
+    async def flush_now(self) -> None:
+        """Send partial batches at once from now on (the process is draining to stop)."""
+        self.flush_interval = 0.0
+        await self._flush_partial()
+
     async def _flush_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
         await self._flush_partial()

@@ -538,3 +538,38 @@ async def test_events_a_destination_does_not_choose_are_counted_as_filtered(
     skipped = [s for s in statuses if s["outcome"] == "filtered"]
     assert {s["reason"] for s in skipped} == {"not_chosen"}
     assert sorted(m for s in skipped for m in s["messageIds"]) == ["m-0", "m-2", "m-4"]
+
+
+async def test_a_stop_sends_partial_batches_at_once_and_commits_them(
+    kafka_ns: KafkaSettings, sink: Sink
+) -> None:
+    """Events waiting for flush_interval go out when the agent stops, not after the wait."""
+    topics = topics_for(kafka_ns)
+    ws = make_workspace(
+        kafka_ns, [destination("loader", sink.url, batch_size=1000, flush_interval="60s")]
+    )
+    async with running_agent(ws, ["loader"], grace=5.0) as (agent, _ops):
+        await produce_events(kafka_ns, topics.destination("loader"), [event(i) for i in range(5)])
+        await wait_until(lambda: agent.lanes["loader"].in_flight == 5, timeout=20)
+        group = agent.lanes["loader"].group_id
+        assert not sink.requests  # waiting for more events (60 s)
+    assert len(sink.unique_delivered) == 5  # sent by the stop, within its grace
+    ends = await end_offsets(kafka_ns, topics.destination("loader"))
+    assert await committed_offsets(kafka_ns, group, topics.destination("loader")) == ends
+
+
+async def test_flush_now_sends_what_waits_for_flush_interval(
+    kafka_ns: KafkaSettings, sink: Sink
+) -> None:
+    """Draining before a stop: a loader's partial batch goes out at once, and later ones too."""
+    topics = topics_for(kafka_ns)
+    ws = make_workspace(
+        kafka_ns, [destination("loader", sink.url, batch_size=1000, flush_interval="60s")]
+    )
+    async with running_agent(ws, ["loader"]) as (agent, _ops):
+        await produce_events(kafka_ns, topics.destination("loader"), [event(i) for i in range(3)])
+        await wait_until(lambda: agent.lanes["loader"].in_flight == 3, timeout=20)
+        await agent.flush_now()
+        await wait_until(lambda: len(sink.unique_delivered) == 3, timeout=20)
+        await produce_events(kafka_ns, topics.destination("loader"), [event(9)])
+        await wait_until(lambda: len(sink.unique_delivered) == 4, timeout=20)
