@@ -32,6 +32,7 @@ from router.observability.processor import ProcessorMetrics
 from router.pipeline.compile import compile_workspace
 from router.pipeline.dedup import Deduplicator
 from router.pipeline.pipeline import BatchResult, Pipeline
+from router.privacy.state import SuppressionList
 from router.roles import RoleBase
 from router.schema_topic import SchemaKeeper
 
@@ -104,6 +105,9 @@ class Processor(RoleBase):
         self.dedup = Deduplicator(
             state, settings.dedup_window, on_empty_store=self.metrics.on_empty_store
         )
+        #: Suppressed users, read whole before the first batch and followed meanwhile.
+        self.suppressions = SuppressionList()
+        self._suppression_tail = self.suppressions.tail(kafka, self.topics, role="processor")
         self.batch_lock = asyncio.Lock()
         self.max_in_flight = 1  # batches whose acks are awaited while the next one is built
         self._in_flight: deque[_InFlight] = deque()
@@ -132,7 +136,11 @@ class Processor(RoleBase):
             dest.topic: len(await producer.partitions_for(dest.topic))
             for dest in compiled.destinations.values()
         }
-        self._pipeline = Pipeline(compiled, self.topics, self.dedup, partition_counts)
+        # Before the first batch: every suppression written so far is in force.
+        await self._suppression_tail.start()
+        self._pipeline = Pipeline(
+            compiled, self.topics, self.dedup, partition_counts, self.suppressions.users
+        )
         self._pipeline.observe = self.schemas.observe
         await self.schemas.start(self._sender)
         consumer = make_consumer(
@@ -168,7 +176,7 @@ class Processor(RoleBase):
             logger.critical("%s; the processor stops", self._failure, exc_info=exc)
 
     def failure(self) -> str | None:
-        return self._failure
+        return self._failure or self._suppression_tail.failure()
 
     async def _run(self) -> None:
         assert self._consumer is not None
@@ -318,11 +326,15 @@ class Processor(RoleBase):
             with contextlib.suppress(KafkaError, TimeoutError):
                 await asyncio.wait_for(self._sender.producer.stop(), 10)
             self._sender = None
+        await self._suppression_tail.stop()
         self.dedup.close()
 
     def health(self) -> tuple[bool, str]:
         if self._task is None:
             return False, "not running"
+        following = self._suppression_tail.failure()
+        if following:
+            return False, following
         if self._task.done():
             return False, self._failure or "processor loop exited"
         idle = time.monotonic() - self._last_progress

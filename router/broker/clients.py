@@ -32,12 +32,12 @@ class OutRecord(NamedTuple):
     """One record to write; ``partition`` None means "by key" (murmur2, as Kafka's clients do).
 
     A NamedTuple, not a frozen dataclass: the processor builds several per event and a tuple
-    is built in a third of the time.
+    is built in a third of the time. ``value`` None is a tombstone (compacted topics).
     """
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
     partition: int | None = None
 

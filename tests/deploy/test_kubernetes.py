@@ -439,6 +439,12 @@ def test_topic_retention_by_kind(workspace: Workspace) -> None:
     }
     for name, expected in days.items():
         assert retention[name] == expected * DAY_MS, name
+    policies = {
+        topic_name(t): t["spec"]["config"]["cleanup.policy"]
+        for t in of_kind(base_docs(), "KafkaTopic")
+    }
+    for name in topics.compacted:  # state (the latest record per key), never expired
+        assert (policies[name], retention[name]) == ("compact", -1), name
 
 
 def test_keda_triggers_follow_the_router_consumer_groups(workspace: Workspace) -> None:
