@@ -539,7 +539,7 @@ def test_docker_compose_prometheus_scrapes_the_router_services() -> None:
         assert args.ops_port == int(port), target
         assert args.ops_host == "0.0.0.0", f"{host}: ops server not reachable from prometheus"
         scraped.add(args.command)
-    assert scraped == {"process", "deliver", "gateway"}
+    assert scraped == {"process", "deliver", "gateway", "ops"}, "every role's, the console's too"
 
 
 # ---------------------------------------------------------------- kustomize build
