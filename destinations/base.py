@@ -20,6 +20,10 @@ One attempt, as the lane runs it::
         rejected = plugin.check(request, response)  # raises for the whole request, or names
                                                     # the events the partner refused in it
 
+Privacy deletion is part of the contract too: :meth:`DestinationPlugin.deletion_request`
+gives the request that deletes everything the partner holds about one user (or says why
+there is none), and the regulation worker sends it through the same ``send`` and ``check``.
+
 Every failure is a :class:`DestinationError`. Its ``retriable`` class attribute decides what
 the lane does (retry topic or dead letters); ``reason`` is a short, bounded label used in
 metrics and status records (``http_503``, ``timeout``, ``connection``, ``encode`` ...).
@@ -128,6 +132,13 @@ class PartnerResponse:
             if key.lower() == lowered:
                 return value
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class DeletionUnsupported:
+    """Why a destination cannot delete a user's data; a regulation lists it as not supported."""
+
+    reason: str
 
 
 # ---------------------------------------------------------------- errors
@@ -330,6 +341,9 @@ class DestinationPlugin(ABC, Generic[SettingsT, RequestT, ResponseT]):
     accepts_idempotency_key: ClassVar[bool] = False
     #: Bytes of request/response bodies kept in dead letters and status records.
     detail_body_limit: ClassVar[int] = 8 * 1024
+    #: Why this destination type cannot delete a user's data (what the default
+    #: :meth:`deletion_request` answers); plugins that can override the method.
+    deletion_unsupported: ClassVar[str] = "the partner offers no API to delete a user's data"
 
     def __init__(self, destination: Destination, context: PluginContext) -> None:
         self.destination = destination
@@ -410,6 +424,19 @@ class DestinationPlugin(ABC, Generic[SettingsT, RequestT, ResponseT]):
         reports per event (Mixpanel's ``failed_records``, Amplitude's throttled users) fails
         only those events, and the rest count as delivered.
         """
+
+    # ------------------------------------------------------------ privacy
+
+    def deletion_request(self, user_id: str) -> RequestT | DeletionUnsupported:
+        """The request that deletes everything the partner holds about ``user_id`` (a privacy
+        regulation), or why this destination cannot (settings missing, no such API).
+
+        The regulation worker sends it with :meth:`send` and judges the answer with
+        :meth:`check`, like any request: ``check`` raising, or naming a refused event, is a
+        failed attempt, tried again with backoff. A partner that takes the request and
+        deletes later (most do, within days) counts as done once it accepted the request.
+        """
+        return DeletionUnsupported(self.deletion_unsupported)
 
     def status_of(self, response: ResponseT) -> int | None:
         """The HTTP-like status of a response, for status records; None when there is none."""

@@ -183,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_dlq_arguments(dlq)
 
+    from router.privacy.arguments import add_privacy_arguments
+
+    privacy = commands.add_parser(
+        "privacy",
+        parents=[output],
+        help="suppress, unsuppress and delete users (regulations), and their status",
+    )
+    add_privacy_arguments(privacy)
+
     check = commands.add_parser(
         "check-config", parents=[output], help="validate a workspace file and exit"
     )
@@ -304,8 +313,10 @@ def _stages_for(
         )
     if command in ("run", "ops"):
         from router.ops.console import Console
+        from router.privacy.worker import RegulationWorker
 
         work.append(Console(workspace, registry))
+        work.append(RegulationWorker(workspace))
     if command == "run" and args.demo:
         from router.demo import DemoTraffic
 
@@ -588,7 +599,7 @@ def _run(args: argparse.Namespace) -> int:
         from router import catalog_cli
 
         return catalog_cli.run(args, _load)
-    if args.command in ("replay", "dlq"):
+    if args.command in ("replay", "dlq", "privacy"):
         return _operate(args)
     if args.command == "warehouse":
         from destinations.warehouse.cli import run_warehouse
@@ -600,15 +611,17 @@ def _run(args: argparse.Namespace) -> int:
 def _operate(args: argparse.Namespace) -> int:
     from router.ops.commands import CommandError as OpsCommandError
     from router.ops.commands import dlq_command, replay_command
+    from router.privacy.commands import CommandError as PrivacyCommandError
+    from router.privacy.commands import privacy_command
 
     workspace = _load(args)
     if not workspace.kafka.bootstrap_servers:
         problem = "not set: pass --bootstrap or set KAFKA_BOOTSTRAP_SERVERS"
         raise ConfigError([("kafka.bootstrap_servers", problem)])
-    command = replay_command if args.command == "replay" else dlq_command
+    commands = {"replay": replay_command, "dlq": dlq_command, "privacy": privacy_command}
     try:
-        return asyncio.run(command(workspace, args))
-    except OpsCommandError as exc:
+        return asyncio.run(commands[args.command](workspace, args))
+    except (OpsCommandError, PrivacyCommandError) as exc:
         raise CommandError(str(exc)) from None
 
 

@@ -41,6 +41,7 @@ from router.observability.processor import ProcessorMetrics
 from router.pipeline.compile import compile_workspace
 from router.pipeline.dedup import Deduplicator
 from router.pipeline.pipeline import BatchResult, Pipeline
+from router.privacy.state import SuppressionList
 from router.roles import RoleBase
 from router.schema_topic import SchemaKeeper
 
@@ -128,6 +129,9 @@ class Processor(RoleBase):
         self._changelog: DedupChangelog | None = None
         self._restoring: asyncio.Task[None] | None = None
         self.processed = 0  # records read and processed here (not moved to events.rekeyed)
+        #: Suppressed users, read whole before the first batch and followed meanwhile.
+        self.suppressions = SuppressionList()
+        self._suppression_tail = self.suppressions.tail(kafka, self.topics, role="processor")
         self.batch_lock = asyncio.Lock()
         self.max_in_flight = 1  # batches whose acks are awaited while the next one is built
         self._in_flight: deque[_InFlight] = deque()
@@ -174,7 +178,11 @@ class Processor(RoleBase):
             await producer.stop()
             raise
         self._changelog = DedupChangelog(producer, self.topics, self.dedup, kafka)
-        self._pipeline = Pipeline(compiled, self.topics, self.dedup, partition_counts)
+        # Before the first batch: every suppression written so far is in force.
+        await self._suppression_tail.start()
+        self._pipeline = Pipeline(
+            compiled, self.topics, self.dedup, partition_counts, self.suppressions.users
+        )
         self._pipeline.observe = self.schemas.observe
         await self.schemas.start(self._sender)
         consumer = make_consumer(
@@ -213,7 +221,7 @@ class Processor(RoleBase):
             logger.critical("%s; the processor stops", self._failure, exc_info=exc)
 
     def failure(self) -> str | None:
-        return self._failure
+        return self._failure or self._suppression_tail.failure()
 
     async def _run(self) -> None:
         assert self._consumer is not None
@@ -484,11 +492,15 @@ class Processor(RoleBase):
             with contextlib.suppress(KafkaError, TimeoutError):
                 await asyncio.wait_for(self._sender.producer.stop(), 10)
             self._sender = None
+        await self._suppression_tail.stop()
         self.dedup.close()
 
     def health(self) -> tuple[bool, str]:
         if self._task is None:
             return False, "not running"
+        following = self._suppression_tail.failure()
+        if following:
+            return False, following
         if self._task.done():
             return False, self._failure or "processor loop exited"
         idle = time.monotonic() - self._last_progress

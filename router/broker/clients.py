@@ -33,12 +33,12 @@ class OutRecord(NamedTuple):
     ``timestamp_ms`` None means "now".
 
     A NamedTuple, not a frozen dataclass: the processor builds several per event and a tuple
-    is built in a third of the time.
+    is built in a third of the time. ``value`` None is a tombstone (compacted topics).
     """
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
     partition: int | None = None
     timestamp_ms: int | None = None

@@ -25,6 +25,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, cast
 
 from destinations.base import (
@@ -74,6 +75,11 @@ def _request_result(exc: DestinationError, plugin: AnyPlugin) -> str:
     return exc.reason if exc.reason in ("timeout", "connection") else "other"
 
 
+def _user_of(event: Mapping[str, Any]) -> str | None:
+    user = event.get("userId")
+    return None if user is None else user if type(user) is str else str(user)
+
+
 class DestinationLane:
     """Batch, send and account for one destination; see the module docstring."""
 
@@ -91,6 +97,7 @@ class DestinationLane:
         consumer_options: Mapping[str, object] | None = None,
         poll_timeout: float = 0.2,
         rng: random.Random | None = None,
+        suppressed: AbstractSet[str] | None = None,
     ) -> None:
         self.destination = destination
         self.id = destination.id
@@ -138,6 +145,9 @@ class DestinationLane:
         self._flush: asyncio.Task[None] | None = None
         self._types = None if plugin.call_types == CALL_TYPES else plugin.call_types
         self._rng = rng or random.Random()
+        #: Suppressed user ids (the agent follows privacy.suppressions): events routed before
+        #: the suppression took effect, retries and redrives of that user are not sent.
+        self._suppressed = suppressed
         self._senders: list[asyncio.Task[None]] = []
         self._stopping = False
         self._handoff = False
@@ -340,14 +350,20 @@ class DestinationLane:
         sendable = []
         undecodable = []
         unsupported = []
+        suppressed: list[InFlight] = []
+        users = self._suppressed
         for item in items:
             event = item.event
             if event is None:
                 undecodable.append(item)
             elif types is not None and event.get("type") not in types:
                 unsupported.append(item)
+            elif users and _user_of(event) in users:
+                suppressed.append(item)
             else:
                 sendable.append(item)
+        if suppressed:
+            groups.append(Settled("filtered", suppressed, now, "suppressed"))
         if undecodable:
             groups += self._decide(undecodable, _UNDECODABLE, now)
         if unsupported:

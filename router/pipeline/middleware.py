@@ -88,7 +88,8 @@ def _drop_fields(item: DropFields) -> Step:
     return compile_delete_in_place(item.fields)
 
 
-def _hash_text(value: Any) -> str:
+def hash_text(value: Any) -> str:
+    """The text a hash covers (see ``hash_fields`` above; PII hashing uses the same)."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
@@ -107,7 +108,7 @@ def _hash_fields(item: HashFields) -> Step:
     def digest(value: Any) -> Any:
         if value is None:
             return None
-        data = (salt + _hash_text(value)).encode()
+        data = (salt + hash_text(value)).encode()
         # Pseudonymization, not a security boundary; the algorithm is the operator's choice.
         return algorithm(data, usedforsecurity=False).hexdigest()
 

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -25,8 +26,10 @@ from router.pipeline.compile import CompiledDestination, CompiledSource, Compile
 from router.pipeline.decode import RawRecord, decode
 from router.pipeline.dedup import Deduplicator, PendingKeys
 from router.pipeline.middleware import MiddlewareError
+from router.pipeline.pii import then_redact
 from router.pipeline.plans import PlanStage
 from router.pipeline.records import Envelope
+from router.pipeline.suppression import drop_suppressed
 from router.rejection import Rejection
 
 logger = logging.getLogger(__name__)
@@ -144,11 +147,15 @@ class Pipeline:
         topics: Topics,
         dedup: Deduplicator | None,
         partition_counts: dict[str, int],
+        suppressed: AbstractSet[str] | None = None,
     ) -> None:
         self.compiled = compiled
         self.topics = topics
         self.dedup = dedup
         self.partition_counts = partition_counts
+        #: Suppressed user ids (privacy), changed in place by the caller's reader of
+        #: privacy.suppressions; their events stop here (one set lookup per event).
+        self.suppressed = suppressed
         self._hash_cache: dict[bytes, int] = {}
         self._routes, self._route_ids = self._build_routes()
         # Re-keying (router.pipeline.rekey) needs more than one partition to choose from, and
@@ -171,6 +178,9 @@ class Pipeline:
         for source in self.compiled.sources.values():
             dest_routes: list[_Route] = []
             for dest in source.destinations:
+                transform = None if dest.transform.empty else dest.transform.apply
+                if dest.pii is not None:
+                    transform = then_redact(transform, dest.pii)
                 dest_routes.append(
                     (
                         len(route_ids),
@@ -179,8 +189,10 @@ class Pipeline:
                         dest.topic,
                         counts.get(dest.topic) or None,
                         None if dest.filter.empty else dest.filter.apply,
-                        None if dest.transform.empty else dest.transform.apply,
-                        dest.filter.may_invalidate or dest.transform.may_invalidate,
+                        transform,
+                        dest.filter.may_invalidate
+                        or dest.transform.may_invalidate
+                        or (dest.pii is not None and dest.pii.may_invalidate),
                     )
                 )
                 route_ids.append(dest.id)
@@ -212,6 +224,10 @@ class Pipeline:
     def _process(self, records: Sequence[RawRecord]) -> BatchResult:
         stats = BatchStats(received=len(records))
         envelopes, rejections = decode(records, self.compiled.sources_by_key)
+        if self.suppressed:
+            envelopes, suppressed = drop_suppressed(envelopes, self.suppressed)
+            if suppressed:
+                stats.dropped[(ALL_DESTINATIONS, "suppressed")] += suppressed
         outputs: list[OutRecord] = []
         if self._rekey_partitions and envelopes:
             envelopes, outputs, stats.rekeyed = rekey.split(

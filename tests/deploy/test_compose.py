@@ -5,9 +5,11 @@ each container may write), then run: every router service's command is started t
 container starts it, as the image's user (uid 10001, created if missing), in a working
 directory that user cannot write to, writing only to its own ``/state``, with the compose
 environment and the Dockerfile's. Kafka is an embedded broker here; container names resolve to
-127.0.0.1 and fixed ports are swapped for free ones. An event sent to the gateway must then
-reach the demo sink through the processor and the delivery agent, and every healthcheck must
-pass.
+127.0.0.1 and fixed ports are swapped for free ones; ``${VAR:-default}`` is resolved as
+Compose resolves it, with none of the variables set (the defaults a first ``docker compose up``
+gets). An event sent to the gateway must then reach the demo sink through the processor and the
+delivery agent, every healthcheck must pass, and the console must show the deliveries to
+whoever has the token, and nothing to whoever has not.
 """
 
 from __future__ import annotations
@@ -35,16 +37,46 @@ import yaml
 
 from router.broker.embedded import EmbeddedBroker, free_port
 from router.cli import build_parser
+from router.ops.console import state_path
+from router.workspace import load_workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
-ROUTER_SERVICES = ("processor", "deliver", "gateway", "demo-sink")
+ROUTER_SERVICES = ("processor", "deliver", "gateway", "ops", "demo-sink")
 UID = 10001
+#: The example's console token when ROUTER_ADMIN_TOKEN is not set (for the demo only).
+DEMO_TOKEN = "demo-admin-token-change-me"
+#: Compose's substitutions: ``$$``, ``${VAR}``, ``${VAR:-default}`` (unset or empty) and
+#: ``${VAR-default}`` (unset). Anything else with a ``$`` is refused below, never guessed at.
+COMPOSE_VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
 
 
 def compose() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
     return data
+
+
+def interpolate(value: str, environ: dict[str, str]) -> str:
+    """``value`` as Docker Compose substitutes the shell's variables into it."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, operator, default = match.groups()
+        found = environ.get(name)
+        if operator == ":-" and not found:
+            return str(default)
+        if operator == "-" and found is None:
+            return str(default)
+        return found or ""
+
+    resolved = COMPOSE_VARIABLE.sub(substitute, value)
+    assert "$" not in COMPOSE_VARIABLE.sub("", value), f"a substitution not handled: {value}"
+    return resolved
+
+
+def service_environment(service: dict[str, Any], environ: dict[str, str]) -> dict[str, str]:
+    return {k: interpolate(str(v), environ) for k, v in service.get("environment", {}).items()}
 
 
 def dockerfile_env() -> dict[str, str]:
@@ -99,6 +131,30 @@ def test_router_services_run_as_written() -> None:
     assert sink.host == "0.0.0.0"
     gateway = build_parser().parse_args(services["gateway"]["command"])
     assert services["gateway"]["ports"] == [f"{gateway.port}:{gateway.port}"]
+
+
+def test_console_is_published_on_loopback_with_the_demo_token_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = compose()
+    ops = data["services"]["ops"]
+    args = build_parser().parse_args(ops["command"])
+    assert args.command == "ops"
+    (published,) = ops["ports"]
+    assert interpolate(published, {}) == f"127.0.0.1:{args.ops_port}:{args.ops_port}"
+    assert interpolate(published, {"ROUTER_OPS_BIND": "0.0.0.0"}).startswith("0.0.0.0:")
+    # Its own volume: the console's database survives a restart, apart from the processor's.
+    (state,) = [v.split(":")[0] for v in ops["volumes"] if v.split(":")[1] == "/state"]
+    assert state in data["volumes"]
+    assert state != "processor-state"
+    # The workspace the container loads takes the token from the environment compose gives.
+    for environ, token in (({}, DEMO_TOKEN), ({"ROUTER_ADMIN_TOKEN": "x" * 24}, "x" * 24)):
+        env = service_environment(ops, environ)
+        assert env["ROUTER_ADMIN_TOKEN"] == token
+        monkeypatch.setenv("ROUTER_ADMIN_TOKEN", env["ROUTER_ADMIN_TOKEN"])
+        workspace = load_workspace(ROOT / "examples" / "workspace.yaml")
+        assert workspace.ops.admin_token is not None
+        assert workspace.ops.admin_token.get_secret_value() == token
 
 
 # ---------------------------------------------------------------- run
@@ -204,8 +260,32 @@ async def wait_ready(port: int, process: asyncio.subprocess.Process, log: list[s
     raise AssertionError("not ready: " + "\n".join(log[-30:]))
 
 
+async def console_shows_the_deliveries(port: int, log: list[str]) -> None:
+    """The console answers nobody without the token, and shows both demo webhooks' deliveries
+    (folded from delivery.status) to whoever has the demo token."""
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/api/v1/destinations") as response:
+            assert response.status == 401, await response.text()
+            assert (await response.json())["code"] == "missing_token"
+        async with session.get(f"{base}/") as response:
+            assert response.status == 200  # the page itself, which then asks for the token
+        headers = {"Authorization": f"Bearer {DEMO_TOKEN}"}
+        deadline = time.monotonic() + 60
+        delivered: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            async with session.get(f"{base}/api/v1/destinations", headers=headers) as response:
+                assert response.status == 200, await response.text()
+                body = await response.json()
+            delivered = {d["id"]: d["delivered"] for d in body["destinations"]}
+            if delivered.get("demo-all", 0) >= 1 and delivered.get("demo-orders", 0) >= 1:
+                return
+            await asyncio.sleep(0.5)
+    raise AssertionError(f"console shows {delivered}\n" + "\n".join(log[-30:]))
+
+
 async def test_every_router_service_runs_as_the_image_user_in_a_read_only_directory(
-    image_user: int,
+    image_user: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     python = interpreter_for(image_user)
     if python is None:
@@ -225,6 +305,7 @@ async def test_every_router_service_runs_as_the_image_user_in_a_read_only_direct
             "0.0.0.0": "127.0.0.1",
         }
         logs: dict[str, list[str]] = {name: [] for name in ROUTER_SERVICES}
+        states: dict[str, Path] = {}
         async with contextlib.AsyncExitStack() as running:
             processes = {}
             for name in ROUTER_SERVICES:
@@ -235,11 +316,12 @@ async def test_every_router_service_runs_as_the_image_user_in_a_read_only_direct
                     if v.startswith("./")
                 }
                 state = stack.enter_context(scratch(owner=image_user, mode=0o700))
+                states[name] = state
                 env = {
                     "PATH": os.environ["PATH"],
                     "PYTHONPATH": f"{ROOT}{os.pathsep}{site}",
                     **dockerfile_env(),
-                    **{k: str(v) for k, v in service.get("environment", {}).items()},
+                    **service_environment(service, {}),
                     "ROUTER_STATE_DIR": str(state),  # the container's /state
                 }
                 env = {k: translate(v, hosts, binds) for k, v in env.items()}
@@ -286,6 +368,17 @@ async def test_every_router_service_runs_as_the_image_user_in_a_read_only_direct
                 await asyncio.sleep(0.2)
             else:
                 raise AssertionError("\n".join(f"{n}: {x}" for n in logs for x in logs[n][-15:]))
+            await console_shows_the_deliveries(ports["ops"], logs["ops"])
+            # The fold is kept where the code puts it, under the container's /state.
+            ops_env = service_environment(services["ops"], {})
+            monkeypatch.setenv("ROUTER_ADMIN_TOKEN", ops_env["ROUTER_ADMIN_TOKEN"])
+            workspace = load_workspace(ROOT / "examples" / "workspace.yaml")
+            processor = workspace.processor.model_copy(update={"state_dir": str(states["ops"])})
+            database = state_path(workspace.model_copy(update={"processor": processor}))
+            assert database.is_file(), sorted(str(p) for p in states["ops"].rglob("*"))
+        # SIGTERM, what `docker compose stop` sends, stops every service cleanly (exit 0).
+        codes = {name: process.returncode for name, process in processes.items()}
+        assert codes == dict.fromkeys(ROUTER_SERVICES, 0), codes
         # Nothing was written where the user may not write (it could not have been).
         assert list(workdir.iterdir()) == []
     for name in ROUTER_SERVICES:
