@@ -152,10 +152,9 @@ class Processor(RoleBase):
 
     async def start(self) -> None:
         kafka = self.workspace.kafka
+        internal = self.topics.internal
         await ensure_topics(
-            kafka,
-            self.topics.for_workspace(self.workspace),
-            self.topics.configs(self.workspace),
+            kafka, [t for t in self.topics.for_workspace(self.workspace) if t not in internal]
         )
         compiled = compile_workspace(
             self.workspace, self.topics, destination_call_types(self.workspace)
@@ -163,6 +162,14 @@ class Processor(RoleBase):
         producer = make_producer(kafka, role="processor")
         await producer.start()
         self._sender = BatchSender(producer)
+        # As many partitions as events.raw has, whatever created it (a producer's first
+        # write may have, with the broker's default count).
+        raw_partitions = len(await producer.partitions_for(self.topics.raw))
+        await ensure_topics(
+            kafka.model_copy(update={"partitions": raw_partitions}),
+            internal,
+            self.topics.configs(self.workspace),
+        )
         partition_counts = {
             topic: len(await producer.partitions_for(topic))
             for topic in (

@@ -335,3 +335,14 @@ async def test_during_an_upgrade_unpaired_partitions_wait(
         await old.stop()
         await processor.stop()
     assert_exactly_once(ids, {e["messageId"] for e in batch})
+
+
+async def test_internal_topics_follow_events_raw_whatever_created_it(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    topics = Topics(kafka.topic_prefix)
+    # events.raw made before the router ran (a producer, the broker's default count).
+    await ensure_topics(kafka.model_copy(update={"partitions": 3}), [topics.raw])
+    async with Processor(workspace(kafka, tmp_path), CollectorRegistry()) as processor:
+        counts = processor._pipeline.partition_counts if processor._pipeline else {}
+    assert (counts[topics.raw], counts[topics.rekeyed], counts[topics.dedup_changelog]) == (3, 3, 3)

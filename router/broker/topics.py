@@ -88,6 +88,11 @@ class Topics:
             ]
         return names
 
+    @property
+    def internal(self) -> tuple[str, str]:
+        """The processor's own topics, partitioned exactly as events.raw (one per dedup store)."""
+        return (self.rekeyed, self.dedup_changelog)
+
     def configs(self, workspace: Workspace) -> dict[str, dict[str, str]]:
         """Topic configs the router sets when it creates a topic (others: broker defaults)."""
         window_ms = int(workspace.processor.dedup_window * 1000)
