@@ -106,10 +106,7 @@ def test_set_values() -> None:
     assert event == before
     assert out is not None
     assert out["properties"] == {
-        "total": 30,
-        "currency": "USD",
-        "items": [{"sku": "a"}],
-        "meta": {"source": "router"},
+        "total": 30, "currency": "USD", "items": [{"sku": "a"}], "meta": {"source": "router"},
     }
     assert out["context"]["tags"] == ["a", "b"]
     assert out["traits"] is event["traits"]
