@@ -32,7 +32,7 @@ metrics and status records (``http_503``, ``timeout``, ``connection``, ``encode`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
@@ -66,14 +66,25 @@ class EventBatch(list[Event]):
     :func:`raw_events` and :func:`event_sources`.
     """
 
-    __slots__ = ("raw", "sources")
+    __slots__ = ("_find_sources", "_sources", "raw")
 
     def __init__(
-        self, events: list[Event], raw: list[bytes], sources: list[str | None] | None = None
+        self,
+        events: list[Event],
+        raw: list[bytes],
+        sources: list[str | None] | Callable[[], list[str | None]] | None = None,
     ) -> None:
         super().__init__(events)
         self.raw = raw
-        self.sources = sources
+        # A callable is asked on first use: most plugins never read the sources.
+        self._sources = None if callable(sources) else sources
+        self._find_sources = sources if callable(sources) else None
+
+    @property
+    def sources(self) -> list[str | None] | None:
+        if self._sources is None and self._find_sources is not None:
+            self._sources = self._find_sources()
+        return self._sources
 
 
 def raw_events(events: Sequence[Event]) -> list[bytes] | None:

@@ -154,6 +154,7 @@ class DestinationLane:
         self._stopped = False
         self._broken: str | None = None
         self._last_progress = time.monotonic()
+        self._progress_at = time.time()  # the same moment as UNIX time, for the metric
 
     # ------------------------------------------------------------ lifecycle
 
@@ -167,6 +168,7 @@ class DestinationLane:
 
     async def start(self) -> None:
         self.metrics.register_destination(self.id)
+        self.metrics.watch_lane(self.id, lambda: self.in_flight, lambda: self._progress_at)
         partitions = await self._producer.partitions_for(self.status_topic)
         self._status_partitions = len(partitions) if partitions else None
         partitions = await self._producer.partitions_for(self.retry_topic)
@@ -269,7 +271,6 @@ class DestinationLane:
 
     async def _take(self, items: list[InFlight]) -> None:
         """A poll's items: count them, cut them into batches, queue the full ones."""
-        self.metrics.on_in_flight(self.id, self.in_flight)
         fresh = sum(1 for item in items if item.origin == "fresh")
         self.metrics.on_received(self.id, "fresh", fresh)
         self.metrics.on_received(self.id, "retry", len(items) - fresh)
@@ -399,7 +400,7 @@ class DestinationLane:
         events = EventBatch(
             [cast(Event, item.event) for item in items],
             [item.raw for item in items],
-            [item.source_id for item in items],
+            lambda: [item.source_id for item in items],
         )
         try:
             encoded = self.plugin.encode(events)
@@ -543,8 +544,7 @@ class DestinationLane:
 
     def _release(self, count: int) -> None:
         self.fetcher.release(count)
-        self.metrics.on_in_flight(self.id, self.in_flight)
 
     def _progress(self) -> None:
         self._last_progress = time.monotonic()
-        self.metrics.on_progress(self.id, time.time())
+        self._progress_at = time.time()
