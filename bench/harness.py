@@ -164,10 +164,14 @@ class RawWriter:
         *,
         linger_ms: int = 0,
         headers: list[tuple[str, bytes]] | None = None,
+        keyed: bool = True,
     ) -> None:
         self.kafka = kafka
         self.topic = topic
         self.headers = HEADERS if headers is None else headers
+        # Unkeyed: null keys spread over the partitions in turn, as a producer that sends no key.
+        self.keyed = keyed
+        self._next = 0
         self.producer = AIOKafkaProducer(
             bootstrap_servers=kafka.bootstrap_servers,
             acks="all",
@@ -187,10 +191,14 @@ class RawWriter:
 
     async def write(self, records: Sequence[tuple[bytes, bytes]]) -> asyncio.Future[Any]:
         """Submit; returns a future resolved once every record is acknowledged."""
-        grouped: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+        grouped: dict[int, list[tuple[bytes | None, bytes]]] = defaultdict(list)
         parts = self.partitions
         for key, value in records:
-            grouped[self.partitioner(key, parts, parts)].append((key, value))
+            if self.keyed:
+                grouped[self.partitioner(key, parts, parts)].append((key, value))
+            else:
+                self._next += 1
+                grouped[parts[self._next % len(parts)]].append((None, value))
         futures = []
         headers = self.headers
         for partition, items in grouped.items():
@@ -215,10 +223,11 @@ async def produce_backlog(
     run: str = "b",
     chunk: int = 5000,
     window: int = 8,
+    keyed: bool = True,
 ) -> float:
     """Write ``count`` events as fast as the broker takes them; returns the seconds it took."""
     templates = templates or Templates()
-    writer = RawWriter(kafka, topic, linger_ms=5)
+    writer = RawWriter(kafka, topic, linger_ms=5, keyed=keyed)
     await writer.start()
     started = time.perf_counter()
     try:

@@ -8,8 +8,9 @@ broker, SIGTERM (or Ctrl-C) therefore first drains:
    listener stays open (every Segment client retries a 503), requests in flight finish, and
    the demo traffic stops;
 2. the processor and the delivery agents keep working until their consumer groups have
-   committed everything in ``events.raw``, ``dest.<id>`` and ``dest.<id>.retry``, or until
-   the deadline (a retry that is not due before it stays behind); destinations that batch
+   committed everything in ``events.raw`` (and ``events.rekeyed``), ``dest.<id>`` and
+   ``dest.<id>.retry``, or until the deadline (a retry that is not due before it stays
+   behind); destinations that batch
    by time (``flush_interval``) send what they hold at once instead of waiting;
 3. then the host stops every role, counts what is left with :meth:`Drain.backlog` and logs it.
 
@@ -42,7 +43,8 @@ CHECK_INTERVAL = 0.25
 
 @dataclass(frozen=True, slots=True)
 class Backlog:
-    """Records not finished yet: not processed (``events.raw``), not delivered (per agent)."""
+    """Records not finished yet: not processed (``events.raw``, ``events.rekeyed``), not
+    delivered (per agent)."""
 
     unprocessed: int
     undelivered: int
@@ -53,7 +55,7 @@ class Backlog:
 
     def describe(self) -> str:
         return (
-            f"{self.unprocessed} not processed (events.raw), "
+            f"{self.unprocessed} not processed (events.raw, events.rekeyed), "
             f"{self.undelivered} not delivered (dest.* and retries)"
         )
 
@@ -71,7 +73,8 @@ class Drain:
         delivering: dict[str, list[str]] = {}
         for role in self.roles:
             if isinstance(role, Processor):
-                processing[role.group_id] = [role.topics.raw]
+                # Records moved to events.rekeyed are not processed until read from there.
+                processing[role.group_id] = [role.topics.raw, role.topics.rekeyed]
             elif isinstance(role, DeliveryAgent):
                 for lane in role.lanes.values():
                     delivering[lane.group_id] = [lane.topic, lane.retry_topic]

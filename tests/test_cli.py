@@ -286,7 +286,8 @@ async def test_router_run_writes_only_its_state_dir_logs_json_and_drains_on_sigt
     # its 20 within the drain (its flush_interval is 5 s). tests/faults drains into a sink.
     assert (
         "the embedded broker stops with 20 event(s) left undelivered, lost with its memory: "
-        "0 not processed (events.raw), 20 not delivered (dest.* and retries)" in messages
+        "0 not processed (events.raw, events.rekeyed), 20 not delivered (dest.* and retries)"
+        in messages
     ), messages
     assert gone(broker)
     assert list(workdir.iterdir()) == [], "nothing written to the working directory"

@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 
 
 class OutRecord(NamedTuple):
-    """One record to write; ``partition`` None means "by key" (murmur2, as Kafka's clients do).
+    """One record to write; ``partition`` None means "by key" (murmur2, as Kafka's clients do),
+    ``timestamp_ms`` None means "now".
 
     A NamedTuple, not a frozen dataclass: the processor builds several per event and a tuple
     is built in a third of the time. ``value`` None is a tombstone (compacted topics).
@@ -40,6 +41,7 @@ class OutRecord(NamedTuple):
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
     partition: int | None = None
+    timestamp_ms: int | None = None
 
 
 def make_producer(settings: KafkaSettings, *, role: str, **overrides: object) -> AIOKafkaProducer:
@@ -181,6 +183,8 @@ class BatchSender:
 def _append(batch: BatchBuilder, record: OutRecord) -> bool:
     headers = list(record.headers)
     return (
-        batch.append(key=record.key, value=record.value, timestamp=None, headers=headers)
+        batch.append(
+            key=record.key, value=record.value, timestamp=record.timestamp_ms, headers=headers
+        )
         is not None
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -38,6 +38,16 @@ class Topics:
         return f"{self.prefix}delivery.status"
 
     @property
+    def rekeyed(self) -> str:
+        """Internal: records of events.raw moved into their user's partition (processor)."""
+        return f"{self.prefix}events.rekeyed"
+
+    @property
+    def dedup_changelog(self) -> str:
+        """Internal: each processor batch's first-seen dedup keys, per partition."""
+        return f"{self.prefix}dedup.changelog"
+
+    @property
     def schema(self) -> str:
         """Source schemas, one record per (source, processor instance); compacted."""
         return f"{self.prefix}sources.schema"
@@ -68,6 +78,7 @@ class Topics:
 
     def for_workspace(self, workspace: Workspace) -> list[str]:
         names = [self.raw, self.dlq, self.violations, self.status, self.schema]
+        names += [self.rekeyed, self.dedup_changelog]
         names += [self.suppressions, self.regulations]
         for dest in workspace.destinations:
             names += [
@@ -77,17 +88,40 @@ class Topics:
             ]
         return names
 
+    @property
+    def internal(self) -> tuple[str, str]:
+        """The processor's own topics, partitioned exactly as events.raw (one per dedup store)."""
+        return (self.rekeyed, self.dedup_changelog)
+
+    def configs(self, workspace: Workspace) -> dict[str, dict[str, str]]:
+        """Topic configs the router sets when it creates a topic (others: broker defaults)."""
+        window_ms = int(workspace.processor.dedup_window * 1000)
+        return {
+            # Restores read the whole retained changelog when a store is new: keep the window
+            # and an hour, in hour-long segments so old entries go away soon after.
+            self.dedup_changelog: {
+                "cleanup.policy": "delete",
+                "retention.ms": str(window_ms + 3_600_000),
+                "segment.ms": str(max(60_000, min(3_600_000, window_ms))),
+            },
+        }
+
 
 def topics_for(settings: KafkaSettings) -> Topics:
     return Topics(settings.topic_prefix)
 
 
-async def ensure_topics(settings: KafkaSettings, names: Iterable[str]) -> None:
+async def ensure_topics(
+    settings: KafkaSettings,
+    names: Iterable[str],
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
     """Create missing topics with the configured partitions and replication; keep existing ones.
 
     Consumers of a topic that does not exist yet would silently wait, and auto-created
     topics get the broker's defaults, so every role calls this before it starts. Compacted
-    topics (:attr:`Topics.compacted`) are created with ``cleanup.policy=compact``.
+    topics (:attr:`Topics.compacted`) are created with ``cleanup.policy=compact``; ``configs``
+    gives topic configs for some others (used only when this call creates the topic).
     """
     compacted = topics_for(settings).compacted
     admin = AIOKafkaAdminClient(
@@ -106,7 +140,11 @@ async def ensure_topics(settings: KafkaSettings, names: Iterable[str]) -> None:
                     n,
                     settings.partitions,
                     settings.replication_factor,
-                    topic_configs={"cleanup.policy": "compact"} if n in compacted else None,
+                    topic_configs=(
+                        {"cleanup.policy": "compact"}
+                        if n in compacted
+                        else dict((configs or {}).get(n, {})) or None
+                    ),
                 )
                 for n in missing
             ]

@@ -12,6 +12,13 @@ class ProcessorMetrics:
         self.received = Counter(
             "router_processor_received_total", "Records read from events.raw", registry=registry
         )
+        self.rekeyed = Counter(
+            "router_processor_rekeyed_total",
+            "Records of events.raw outside their user's partition (null or other key, or "
+            "another partitioner than murmur2), moved to events.rekeyed before dedup",
+            ["source"],
+            registry=registry,
+        )
         self.rejected = Counter(
             "router_processor_rejected_total",
             "Records written to events.dlq, by reason",
@@ -53,9 +60,14 @@ class ProcessorMetrics:
             "Input partitions whose dedup store started empty (new partition or lost volume)",
             registry=registry,
         )
+        self.dedup_restored = Counter(
+            "router_processor_dedup_restored_total",
+            "Dedup keys read back from dedup.changelog into a store on partition assignment",
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "router_processor_consumer_lag_records",
-            "Records of events.raw in this process's partitions not yet taken",
+            "Records of events.raw and events.rekeyed in this process's partitions not yet taken",
             registry=registry,
         )
         self.last_progress = Gauge(
@@ -73,8 +85,11 @@ class ProcessorMetrics:
         dropped: dict[tuple[str, str], int],
         routed: dict[str, int],
         seconds: float,
+        rekeyed: dict[str, int] | None = None,
     ) -> None:
         self.received.inc(received)
+        for source, count in (rekeyed or {}).items():
+            self.rekeyed.labels(source).inc(count)
         for reason, count in rejected.items():
             self.rejected.labels(reason).inc(count)
         for source, count in duplicates.items():
@@ -96,3 +111,6 @@ class ProcessorMetrics:
 
     def on_empty_store(self) -> None:
         self.dedup_store_reset.inc()
+
+    def on_restored(self, keys: int) -> None:
+        self.dedup_restored.inc(keys)

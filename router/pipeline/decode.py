@@ -19,6 +19,7 @@ import orjson
 
 from router import spec
 from router.pipeline.records import Envelope
+from router.pipeline.rekey import MESSAGE_ID_HEADER, ORIGIN_HEADER, parse_origin
 from router.rejection import Rejection
 
 logger = logging.getLogger(__name__)
@@ -61,28 +62,38 @@ def derived_message_id(record: RawRecord) -> str:
     return str(uuid.uuid5(_MESSAGE_ID_NAMESPACE, name))
 
 
-def _received_at(record: RawRecord) -> datetime:
-    """The record's timestamp as the event's arrival time; InvalidEvent outside years 1-9999."""
+def _received_at(timestamp_ms: int) -> datetime:
+    """A record's timestamp as the event's arrival time; InvalidEvent outside years 1-9999."""
     try:
-        return datetime.fromtimestamp(record.timestamp / 1000, UTC)
+        return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
     except (OverflowError, ValueError, OSError):
         raise spec.InvalidEvent(
             "invalid_timestamp",
-            f"the record's timestamp ({record.timestamp} ms) is outside years 1-9999",
+            f"the record's timestamp ({timestamp_ms} ms) is outside years 1-9999",
         ) from None
 
 
 def _reject(
     record: RawRecord, reason: str, message: str, source_id: str | None = None
 ) -> Rejection:
+    partition, offset, timestamp = record.partition, record.offset, record.timestamp
+    # A re-keyed copy points at its original in events.raw. This runs for records whose
+    # decoding failed in any way, malformed headers included: it must not raise itself.
+    for header in record.headers or ():
+        if len(header) == 2 and header[0] == ORIGIN_HEADER:
+            partition, offset, timestamp = parse_origin(header[1]) or (
+                partition,
+                offset,
+                timestamp,
+            )
     return Rejection(
         reason=reason,
         message=message,
         stage="decode",
         raw=record.value or b"",
-        partition=record.partition,
-        offset=record.offset,
-        timestamp_ms=record.timestamp,
+        partition=partition,
+        offset=offset,
+        timestamp_ms=timestamp,
         source_id=source_id,
     )
 
@@ -118,11 +129,21 @@ def decode(
                 continue
             header_key = None
             sent_bytes: bytes | None = None
-            for name, value in record.headers or ():
+            # Set on copies the re-keying stage wrote to events.rekeyed (router.pipeline.rekey);
+            # header values may be None, so nothing is assumed of them.
+            carried_id: bytes | None = None
+            origin: tuple[int, int, int] | None = None
+            headers = record.headers or ()
+            for name, value in headers:
                 if name == WRITE_KEY_HEADER:
                     header_key = value
                 elif name == SENT_BYTES_HEADER:
                     sent_bytes = value
+                elif name == MESSAGE_ID_HEADER:
+                    carried_id = value
+                elif name == ORIGIN_HEADER:
+                    origin = parse_origin(value)
+            timestamp_ms = record.timestamp if origin is None else origin[2]
             # Segment's 32 KB, on the event as its client sent it: the gateway says how large
             # that was; a producer's record is the event as sent. The record is capped too.
             size = len(raw)
@@ -177,14 +198,30 @@ def decode(
                     spec.stamp(
                         event,
                         # The record's time only when the event has no arrival time.
-                        None if event.get("receivedAt") is not None else _received_at(record),
-                        default_id=None if event.get("messageId") else derived_message_id(record),
+                        None if event.get("receivedAt") is not None else _received_at(timestamp_ms),
+                        default_id=None
+                        if event.get("messageId")
+                        # A moved copy keeps the id derived from its original record.
+                        else (
+                            carried_id.decode("utf-8", "replace")
+                            if isinstance(carried_id, bytes) and carried_id
+                            else derived_message_id(record)
+                        ),
                     )
                 except spec.InvalidEvent as exc:
                     rejections.append(_reject(record, exc.code, exc.message, source_id))
                     continue
             append(
-                Envelope(event, raw, record.partition, record.offset, record.timestamp, source_id)
+                Envelope(
+                    event,
+                    raw,
+                    record.partition,
+                    record.offset,
+                    timestamp_ms,
+                    source_id,
+                    headers,
+                    origin,
+                )
             )
         except Exception as exc:
             failures += 1

@@ -21,7 +21,7 @@ from router import spec
 from router.broker.clients import OutRecord
 from router.broker.partitioning import murmur2
 from router.broker.topics import Topics
-from router.pipeline import integrations
+from router.pipeline import integrations, rekey
 from router.pipeline.compile import CompiledDestination, CompiledSource, CompiledWorkspace
 from router.pipeline.decode import RawRecord, decode
 from router.pipeline.dedup import Deduplicator, PendingKeys
@@ -90,6 +90,7 @@ class BatchStats:
     dropped: Counter[tuple[str, str]] = field(default_factory=Counter)
     routed: Counter[str] = field(default_factory=Counter)
     violations: Counter[tuple[str, str]] = field(default_factory=Counter)
+    rekeyed: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -157,6 +158,12 @@ class Pipeline:
         self.suppressed = suppressed
         self._hash_cache: dict[bytes, int] = {}
         self._routes, self._route_ids = self._build_routes()
+        # Re-keying (router.pipeline.rekey) needs more than one partition to choose from, and
+        # only dedup needs it.
+        raw_partitions = partition_counts.get(topics.raw, 0)
+        self._rekey_partitions = (
+            raw_partitions if dedup is not None and dedup.enabled and raw_partitions > 1 else 0
+        )
         #: Called with each batch's events after dedup, before any stage changes them (the
         #: processor's source schema, router.observability.source_schema).
         self.observe: Callable[[Sequence[Envelope]], None] | None = None
@@ -221,12 +228,20 @@ class Pipeline:
             envelopes, suppressed = drop_suppressed(envelopes, self.suppressed)
             if suppressed:
                 stats.dropped[(ALL_DESTINATIONS, "suppressed")] += suppressed
+        outputs: list[OutRecord] = []
+        if self._rekey_partitions and envelopes:
+            envelopes, outputs, stats.rekeyed = rekey.split(
+                envelopes,
+                self._rekey_partitions,
+                self._hash_cache,
+                self._hash,
+                self.topics.rekeyed,
+            )
         pending: PendingKeys = {}
         if self.dedup is not None:
             envelopes, stats.duplicates, pending = self.dedup.filter(envelopes)
         if self.observe is not None:
             self.observe(envelopes)
-        outputs: list[OutRecord] = []
         violations_out: list[OutRecord] = []
         routes, route_ids = self._routes, self._route_ids
         routed = [0] * len(route_ids)
@@ -463,13 +478,15 @@ def _failure(env: Envelope, stage: str, error: Exception, destination: str | Non
 def _rejection(
     env: Envelope, reason: str, message: str, stage: str, details: dict[str, Any] | None = None
 ) -> Rejection:
+    # A re-keyed copy points at its original in events.raw, where its producer wrote it.
+    partition, offset, _ = env.origin or (env.partition, env.offset, 0)
     return Rejection(
         reason=reason,
         message=message,
         stage=stage,
         raw=env.raw,
-        partition=env.partition,
-        offset=env.offset,
+        partition=partition,
+        offset=offset,
         timestamp_ms=env.timestamp_ms,
         source_id=env.source_id,
         details=details,

@@ -527,6 +527,10 @@ def test_topic_retention_by_kind(workspace: Workspace) -> None:
     }
     for name, expected in days.items():
         assert retention[name] == expected * DAY_MS, name
+    assert retention[topics.rekeyed] == 7 * DAY_MS
+    # What the processor would create the changelog with: the dedup window and an hour.
+    changelog = topics.configs(workspace)[topics.dedup_changelog]
+    assert retention[topics.dedup_changelog] == int(changelog["retention.ms"])
     policies = {
         topic_name(t): t["spec"]["config"]["cleanup.policy"]
         for t in of_kind(base_docs(), "KafkaTopic")
