@@ -1,6 +1,6 @@
 """Shared HTTP plumbing: one aiohttp session per agent, status classification, Retry-After.
 
-Classification follows Segment's delivery rules (segment-compat.md section 6): retry 429,
+Classification follows Segment's delivery rules: retry 429,
 408, 5xx except 501 and 505, timeouts and connection errors; everything else that is not
 2xx is permanent. Redirects are not followed: a partner API that redirects a POST is
 misconfigured, and following it would silently turn the POST into a GET.

@@ -1,4 +1,4 @@
-"""The Segment event model: required fields, limits, timestamps (segment-compat.md section 1)."""
+"""The Segment event model: required fields, limits and timestamps, as Segment's API states them."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 analytics-next fetches ``{cdnURL}/v1/projects/{writeKey}/settings`` and posts each event with
 ``Content-Type: text/plain`` and an ``Authorization: Basic`` header, which makes the browser
-send a CORS preflight first (segment-compat.md, sections 1 and 4).
+send a CORS preflight first.
 """
 
 from __future__ import annotations

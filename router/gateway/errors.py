@@ -3,7 +3,7 @@
 Every refusal is a :class:`GatewayError` carrying the HTTP status, a stable machine-readable
 ``code`` and a ``message`` for a person. The body is always JSON with both keys, because
 analytics-python reads ``res.json()['code']`` on any non-200 answer and, when the key is
-missing, treats it as a network error and retries forever (segment-compat.md, section 1).
+missing, treats it as a network error and retries forever.
 The status is chosen for how Segment's clients react to it: 400/401/404 are dropped by the
 client, 408/429/500/503 are retried.
 

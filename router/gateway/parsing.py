@@ -1,6 +1,6 @@
 """From an HTTP request to JSON objects: bounded reads, gzip, JSON, the batch envelope.
 
-Limits (segment-compat.md, section 1) are enforced on the decompressed body, because that is
+Segment's limits are enforced on the decompressed body, because that is
 what the clients measure and what the gateway holds in memory: 32 KB for a single call,
 500 KB for a batch request, 2,500 events per batch. Reads are bounded in size and time, so
 a slow or oversized client costs one connection for at most ``read_timeout`` seconds.

@@ -10,7 +10,7 @@ sent at once (no timer adds latency); at high load batches grow by themselves, u
 ``max_pending`` a request gets 503 at once, which every client retries), the sends in
 flight, and the time a request waits (``timeout``). A request that timed out may still be
 written later; the client's retry then makes a duplicate with the same messageId, which
-the processor's dedup removes (at-least-once, design.md).
+the processor's dedup removes (at-least-once).
 """
 
 from __future__ import annotations

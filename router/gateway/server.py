@@ -1,7 +1,7 @@
 """The Segment-compatible HTTP Tracking API: ``/v1/*`` -> ``events.raw``.
 
 Apps instrumented with Segment's libraries point their host setting here and change nothing
-else (segment-compat.md, sections 1 and 4). A request is answered 200 ``{"success": true}``
+else. A request is answered 200 ``{"success": true}``
 only after Kafka acknowledged its events (``acks="all"``); when that cannot happen in time
 the answer is 503, which every Segment client retries. Refusals carry a JSON body with
 ``code`` and ``message`` (see :mod:`router.gateway.errors`). Batches with some invalid items

@@ -45,7 +45,7 @@ from router.config import Destination
 
 MARKER = "leak-marker-7f3a9c"
 
-#: Segment's delivery rules (segment-compat.md section 6): None = accepted.
+#: Segment's delivery rules (retry 429, 408, 5xx but 501/505): None = accepted.
 STATUSES: dict[int, bool | None] = {
     200: None,
     201: None,

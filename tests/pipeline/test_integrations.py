@@ -1,4 +1,5 @@
-"""The integrations object, as segment-compat.md section 2 states it."""
+"""The integrations object, as Segment documents it: `All` (any case) then the destination's own
+key (exact case) decide; an object enables and carries options; `All: false` spares warehouses."""
 
 from __future__ import annotations
 
