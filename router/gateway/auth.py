@@ -1,9 +1,10 @@
 """Finding the write key of a request and the source it belongs to.
 
 Segment's clients send the key in three ways, depending on their version: HTTP Basic with
-the key as the user name and an empty password, a ``writeKey`` field in the JSON body (analytics-python >= 2.3 sends both), and
-the ``X-Write-Key`` header some other senders use. When more than one is present the headers
-win, Basic first: they are what an operator sees in a proxy log.
+the key as the user name and an empty password, a ``writeKey`` field in the JSON body
+(analytics-python >= 2.3 sends both), and the ``X-Write-Key`` header some other senders use.
+When more than one is present the headers win, Basic first: they are what an operator sees
+in a proxy log.
 """
 
 from __future__ import annotations
