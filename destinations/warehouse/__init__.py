@@ -30,7 +30,7 @@ from destinations.base import (
 from destinations.registry import register
 from destinations.warehouse.config import WarehouseSettings
 from destinations.warehouse.loader import Backend, LoadRequest, LoadResult, Warehouse
-from destinations.warehouse.schema import Row, rows_for, schema_name
+from destinations.warehouse.schema import CALL_TYPES, rows_for, schema_name
 from router.config import Destination
 from router.observability.warehouse import WarehouseMetrics
 
@@ -126,7 +126,10 @@ class WarehouseDestination(DestinationPlugin[WarehouseSettings, LoadRequest, Loa
     # ------------------------------------------------------------ one attempt
 
     def encode(self, events: Sequence[Event]) -> Encoded[LoadRequest]:
-        rows: list[tuple[Row, ...]] = []
+        """Checks only: the load turns events into rows (see ``loader``: while another batch's
+        transaction runs, a slice at a time)."""
+        kept: list[Event] = []
+        schemas: list[str] = []
         message_ids: list[str] = []
         covers: list[int] = []
         failed: dict[int, DestinationError] = {}
@@ -138,16 +141,23 @@ class WarehouseDestination(DestinationPlugin[WarehouseSettings, LoadRequest, Loa
                     "the event has no messageId: every warehouse row is keyed on it"
                 )
                 continue
-            try:
-                schema = self.schema_for(sources[position] if sources else None)
-                event_rows = rows_for(event, schema)
-            except ValueError as exc:
-                failed[position] = EncodeError(str(exc))
-                continue
-            rows.append(event_rows)
+            schema = self.schema_for(sources[position] if sources else None)
+            kind = event.get("type")
+            if type(kind) is not str or kind not in CALL_TYPES:
+                try:
+                    rows_for(event, schema)  # says what is wrong with it
+                except ValueError as exc:
+                    failed[position] = EncodeError(str(exc))
+                    continue
+            kept.append(event)
+            schemas.append(schema)
             message_ids.append(str(message_id))
             covers.append(position)
-        requests = [LoadRequest(tuple(rows), tuple(message_ids), tuple(covers))] if rows else []
+        requests = (
+            [LoadRequest(tuple(kept), tuple(schemas), tuple(message_ids), tuple(covers))]
+            if kept
+            else []
+        )
         return Encoded(requests, failed)
 
     async def send(self, request: LoadRequest) -> LoadResult:
@@ -171,7 +181,7 @@ class WarehouseDestination(DestinationPlugin[WarehouseSettings, LoadRequest, Loa
             return super().describe_request(request, limit=limit)
         return {
             "warehouse": self.describe_text(self.warehouse.backend.describe()),
-            "events": len(request.rows),
+            "events": len(request.events),
             "messageIds": list(request.message_ids[:DESCRIBED_IDS]),
             "rows": request.tables(),
         }

@@ -14,6 +14,13 @@ dead-lettered with the database's message (:class:`PermanentError`); anything th
 could cause (a value the database refuses, a column it cannot add) -> the batch is split in
 halves, each loaded in its own transaction, until the events that cannot be stored are
 found; only those are dead-lettered, with the database's message, and the rest lands.
+
+Loads of one destination may be requested while another is running (the lane keeps two in
+flight): a batch is turned into typed rows (:mod:`.shapes`) before it waits for the running
+load's transaction, a slice of events at a time with the event loop let run in between, so
+that transaction's statements go on meanwhile instead of waiting for the whole batch; one
+load hands the next the transaction as soon as it commits. On one Python thread this is
+what lets the database and the casting work at the same time.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,16 +39,23 @@ from typing import TYPE_CHECKING, Any
 from destinations.base import PermanentError, RetryableError
 from destinations.warehouse import sql
 from destinations.warehouse.schema import (
+    Event,
     Evolution,
     Loads,
-    Row,
     SchemaState,
     TableLoad,
     TableRef,
     deletion_targets,
     evolve,
     key_of,
+)
+from destinations.warehouse.shapes import (
+    EventRows,
+    EventRowsBuilder,
+    Materializer,
+    complete,
     materialize,
+    stage,
 )
 
 if TYPE_CHECKING:
@@ -55,6 +69,8 @@ logger = logging.getLogger(__name__)
 MAX_TRANSACTIONS = 128
 #: Characters of a database message kept in an error (they can quote a whole value).
 MESSAGE_LIMIT = 1000
+#: Events turned into rows between two turns of the event loop (a few milliseconds of work).
+SLICE = 500
 
 
 class FailureKind(Enum):
@@ -162,19 +178,17 @@ def state_of(columns: Mapping[TableRef, Mapping[str, str]]) -> SchemaState:
 
 @dataclass(frozen=True, slots=True)
 class LoadRequest:
-    """A batch to load: each event's rows, in the order of ``covers`` (the lane's positions)."""
+    """A batch to load: its events, each with the schema it goes to, in the order of
+    ``covers`` (the lane's positions). The events are read, never changed."""
 
-    rows: tuple[tuple[Row, ...], ...]
+    events: tuple[Event, ...]
+    schemas: tuple[str, ...]
     message_ids: tuple[str, ...]
     covers: tuple[int, ...] = ()
 
     def tables(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for rows in self.rows:
-            for row in rows:
-                name = str(row.table)
-                counts[name] = counts.get(name, 0) + 1
-        return counts
+        """Rows per table (``schema.table``)."""
+        return stage(self.events, self.schemas).tables()
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,9 +245,18 @@ class Warehouse:
 
     async def load(self, request: LoadRequest) -> LoadResult:
         """Load ``request``; raise for the whole batch, or name the events left out."""
+        try:
+            return await self._load(request)
+        finally:
+            # Let the next load start its transaction before this task's caller goes on
+            # with its own work (the lane: the outcome, the next batch).
+            await asyncio.sleep(0)
+
+    async def _load(self, request: LoadRequest) -> LoadResult:
         started = time.monotonic()
+        batch = await self._stage(request)
         known = self._columns
-        prepared = materialize(request.rows, known, datetime.now(UTC)) if known else None
+        prepared = await self._materialize(batch, known) if known else None
         if prepared is not None and prepared.incomplete:
             prepared = None  # the batch needs DDL: cast it in the transaction, after the DDL
         preparing = time.monotonic() - started
@@ -243,7 +266,7 @@ class Warehouse:
             early = _Prepared(prepared, known) if prepared is not None else None
             try:
                 await self._attempt(
-                    request, list(range(len(request.rows))), progress, top=True, prepared=early
+                    batch, list(range(len(batch))), progress, top=True, prepared=early
                 )
             except (RetryableError, PermanentError) as exc:
                 if self.metrics is not None:
@@ -262,9 +285,33 @@ class Warehouse:
                 seconds=seconds,
             )
 
+    @staticmethod
+    async def _stage(request: LoadRequest) -> EventRows:
+        """The request's events as shapes and values (:mod:`.shapes`), a slice at a time."""
+        builder = EventRowsBuilder()
+        for start in range(0, len(request.events), SLICE):
+            if start:
+                await asyncio.sleep(0)
+            for event, schema in zip(
+                request.events[start : start + SLICE],
+                request.schemas[start : start + SLICE],
+                strict=True,
+            ):
+                builder.add(event, schema)
+        return builder.build()
+
+    @staticmethod
+    async def _materialize(batch: EventRows, state: SchemaState) -> Loads:
+        """:func:`.shapes.materialize`, a slice at a time."""
+        rows = Materializer(batch, state, datetime.now(UTC))
+        for start in range(0, len(batch), SLICE):
+            await asyncio.sleep(0)
+            rows.cast(start, start + SLICE)
+        return rows.loads()
+
     async def _attempt(
         self,
-        request: LoadRequest,
+        whole: EventRows,
         positions: list[int],
         progress: _Progress,
         *,
@@ -272,7 +319,7 @@ class Warehouse:
         prepared: _Prepared | None = None,
     ) -> None:
         progress.transactions += 1
-        batch = [request.rows[i] for i in positions]
+        batch = whole if top else whole.subset(positions)
         try:
             try:
                 loads = await self._transaction(batch, prepared, direct=True)
@@ -303,8 +350,8 @@ class Warehouse:
                     progress.rejected[position] = message
                 return
             middle = len(positions) // 2
-            await self._attempt(request, positions[:middle], progress, top=False)
-            await self._attempt(request, positions[middle:], progress, top=False)
+            await self._attempt(whole, positions[:middle], progress, top=False)
+            await self._attempt(whole, positions[middle:], progress, top=False)
             return
         for load in loads.tables:
             name = str(load.table)
@@ -312,16 +359,17 @@ class Warehouse:
         progress.discarded += loads.discarded
 
     async def _transaction(
-        self, batch: Sequence[Sequence[Row]], prepared: _Prepared | None, *, direct: bool
+        self, batch: EventRows, prepared: _Prepared | None, *, direct: bool
     ) -> _Written:
-        schemas = sorted({row.table.schema for rows in batch for row in rows})
+        schemas = sorted(batch.schemas())
         async with self.backend.transaction() as tx:
             tx.direct = direct
             state = state_of(await tx.columns(schemas))
             if prepared is not None and prepared.still_valid(state):
                 loads = prepared.loads
             else:
-                evolution = evolve(batch, state)
+                # The reference rows (a dict per row) only for a batch that needs DDL.
+                evolution = None if complete(batch, state) else evolve(batch.rows(), state)
                 if evolution:
                     await tx.lock_ddl()
                     await self._evolve(tx, evolution)
