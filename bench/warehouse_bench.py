@@ -38,7 +38,7 @@ from destinations.http import HttpClient
 from destinations.warehouse import WarehouseDestination
 from destinations.warehouse.postgres import POSTGRES
 from destinations.warehouse.schema import TableLoad, evolve, rows_for
-from destinations.warehouse.shapes import materialize, stage
+from destinations.warehouse.shapes import materialize
 from destinations.warehouse.sql import qualified
 from router import gc_tuning
 from router.config import Destination
@@ -120,7 +120,7 @@ def same_rows(schema: str, warm_up: list[Any], records: list[bytes]) -> list[lis
     state = {table: dict(columns) for table, columns in evolve(every, {}).tables.items()}
     stamp = datetime.now(UTC)
     return [
-        list(materialize(stage(batch, [schema] * len(batch)), state, stamp).tables)
+        list(materialize(batch, [schema] * len(batch), state, stamp).tables)
         for batch in _batches(events)
     ]
 

@@ -134,6 +134,7 @@ class WarehouseDestination(DestinationPlugin[WarehouseSettings, LoadRequest, Loa
         covers: list[int] = []
         failed: dict[int, DestinationError] = {}
         sources = event_sources(events)
+        schema_of: dict[str | None, str] = {}
         for position, event in enumerate(events):
             message_id = event.get("messageId")
             if message_id is None or message_id == "":
@@ -141,7 +142,10 @@ class WarehouseDestination(DestinationPlugin[WarehouseSettings, LoadRequest, Loa
                     "the event has no messageId: every warehouse row is keyed on it"
                 )
                 continue
-            schema = self.schema_for(sources[position] if sources else None)
+            source = sources[position] if sources else None
+            schema = schema_of.get(source)
+            if schema is None:
+                schema = schema_of[source] = self.schema_for(source)
             kind = event.get("type")
             if type(kind) is not str or kind not in CALL_TYPES:
                 try:

@@ -5,7 +5,7 @@ create what is missing (schemas, tables, columns: ``IF NOT EXISTS``, under a loc
 writers never race on DDL) and read the columns again (another writer may have created one
 first, with its own type: the database is the truth); cast every value to its column's type;
 stage each table's rows (COPY) and insert them (insert-if-absent on ``id``; upsert for
-``users`` and ``accounts``). Loads of one destination run one at a time.
+``users`` and ``accounts``).
 
 Failures are sorted by what another attempt could change (:class:`FailureKind`): the
 warehouse unreachable, a lock or a deadlock -> the whole batch is retried through the retry
@@ -15,21 +15,26 @@ could cause (a value the database refuses, a column it cannot add) -> the batch 
 halves, each loaded in its own transaction, until the events that cannot be stored are
 found; only those are dead-lettered, with the database's message, and the rest lands.
 
-Loads of one destination may be requested while another is running (the lane keeps two in
-flight): a batch is turned into typed rows (:mod:`.shapes`) before it waits for the running
-load's transaction, a slice of events at a time with the event loop let run in between, so
-that transaction's statements go on meanwhile instead of waiting for the whole batch; one
-load hands the next the transaction as soon as it commits. On one Python thread this is
-what lets the database and the casting work at the same time.
+Loads of one destination come while others run (the lane keeps two in flight). Up to
+``Backend.parallel_loads`` run at once, each in its own transaction (PostgreSQL: two, one per
+pooled connection, so the database works on one batch while Python sends the other; a
+DuckDB file: one). A batch is turned into typed rows (:mod:`.shapes`) before it waits for
+its turn, a slice of events at a time with the event loop let run in between, so the
+running transactions' statements go on meanwhile. On one Python thread this is what lets
+the database and the casting work at the same time. Loads running together touch the same
+ids only when events repeat (a replay): a key one writes waits for the other to commit,
+then the staged insert skips it; state rows are upserted in ``id`` order, so two loads of
+the same users never wait on each other in a circle.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from destinations.base import PermanentError, RetryableError
 from destinations.warehouse import sql
 from destinations.warehouse.schema import (
+    DISCARDS,
     Event,
     Evolution,
     Loads,
@@ -48,15 +54,9 @@ from destinations.warehouse.schema import (
     deletion_targets,
     evolve,
     key_of,
+    rows_for,
 )
-from destinations.warehouse.shapes import (
-    EventRows,
-    EventRowsBuilder,
-    Materializer,
-    complete,
-    materialize,
-    stage,
-)
+from destinations.warehouse.shapes import Materializer, materialize
 
 if TYPE_CHECKING:
     from router.observability.warehouse import WarehouseMetrics
@@ -127,6 +127,8 @@ class Transaction(ABC):
 
 class Backend(ABC):
     dialect: sql.Dialect
+    #: Loads that may run at once, each in its own transaction (a DuckDB file has one writer).
+    parallel_loads: int = 1
 
     @abstractmethod
     def describe(self) -> str:
@@ -188,7 +190,12 @@ class LoadRequest:
 
     def tables(self) -> dict[str, int]:
         """Rows per table (``schema.table``)."""
-        return stage(self.events, self.schemas).tables()
+        counts: dict[str, int] = {}
+        for event, schema in zip(self.events, self.schemas, strict=True):
+            for row in rows_for(event, schema):
+                name = str(row.table)
+                counts[name] = counts.get(name, 0) + 1
+        return counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,16 +236,16 @@ class Warehouse:
         self.destination_id = destination_id
         self.metrics = metrics
         self.max_transactions = max_transactions
-        self._lock = asyncio.Lock()
+        self._slots = _Slots(max(1, backend.parallel_loads))
         #: The columns the last load found: batches are cast against them before they wait
-        #: for the lock, so one batch's CPU work overlaps another's database work.
+        #: for a transaction, so one batch's CPU work overlaps another's database work.
         self._columns: SchemaState = {}
 
     async def start(self) -> None:
         await self.backend.start()
 
     async def stop(self) -> None:
-        async with self._lock:
+        async with self._slots.every():
             await self.backend.stop()
 
     # ------------------------------------------------------------ loading
@@ -248,25 +255,24 @@ class Warehouse:
         try:
             return await self._load(request)
         finally:
-            # Let the next load start its transaction before this task's caller goes on
+            # Let a waiting load start its transaction before this task's caller goes on
             # with its own work (the lane: the outcome, the next batch).
             await asyncio.sleep(0)
 
     async def _load(self, request: LoadRequest) -> LoadResult:
         started = time.monotonic()
-        batch = await self._stage(request)
         known = self._columns
-        prepared = await self._materialize(batch, known) if known else None
+        prepared = await self._materialize(request, known) if known else None
         if prepared is not None and prepared.incomplete:
             prepared = None  # the batch needs DDL: cast it in the transaction, after the DDL
         preparing = time.monotonic() - started
-        async with self._lock:
-            started = time.monotonic() - preparing  # waiting for the lock is not loading
+        async with self._slots.one():
+            started = time.monotonic() - preparing  # waiting for a turn is not loading
             progress = _Progress()
             early = _Prepared(prepared, known) if prepared is not None else None
             try:
                 await self._attempt(
-                    batch, list(range(len(batch))), progress, top=True, prepared=early
+                    request, list(range(len(request.events))), progress, top=True, prepared=early
                 )
             except (RetryableError, PermanentError) as exc:
                 if self.metrics is not None:
@@ -286,32 +292,18 @@ class Warehouse:
             )
 
     @staticmethod
-    async def _stage(request: LoadRequest) -> EventRows:
-        """The request's events as shapes and values (:mod:`.shapes`), a slice at a time."""
-        builder = EventRowsBuilder()
+    async def _materialize(request: LoadRequest, state: SchemaState) -> Loads:
+        """:func:`.shapes.materialize`, a slice of events at a time."""
+        rows = Materializer(state, datetime.now(UTC))
         for start in range(0, len(request.events), SLICE):
-            if start:
-                await asyncio.sleep(0)
-            for event, schema in zip(
-                request.events[start : start + SLICE],
-                request.schemas[start : start + SLICE],
-                strict=True,
-            ):
-                builder.add(event, schema)
-        return builder.build()
-
-    @staticmethod
-    async def _materialize(batch: EventRows, state: SchemaState) -> Loads:
-        """:func:`.shapes.materialize`, a slice at a time."""
-        rows = Materializer(batch, state, datetime.now(UTC))
-        for start in range(0, len(batch), SLICE):
             await asyncio.sleep(0)
-            rows.cast(start, start + SLICE)
+            stop = start + SLICE
+            rows.add(request.events[start:stop], request.schemas[start:stop])
         return rows.loads()
 
     async def _attempt(
         self,
-        whole: EventRows,
+        request: LoadRequest,
         positions: list[int],
         progress: _Progress,
         *,
@@ -319,13 +311,16 @@ class Warehouse:
         prepared: _Prepared | None = None,
     ) -> None:
         progress.transactions += 1
-        batch = whole if top else whole.subset(positions)
+        events, schemas = request.events, request.schemas
+        if not top:
+            events = tuple(events[i] for i in positions)
+            schemas = tuple(schemas[i] for i in positions)
         try:
             try:
-                loads = await self._transaction(batch, prepared, direct=True)
+                loads = await self._transaction(events, schemas, prepared, direct=True)
             except RowsExist:
                 progress.transactions += 1
-                loads = await self._transaction(batch, prepared, direct=False)
+                loads = await self._transaction(events, schemas, prepared, direct=False)
         except Exception as exc:
             kind = self.backend.classify(exc)
             if kind is None:
@@ -350,8 +345,8 @@ class Warehouse:
                     progress.rejected[position] = message
                 return
             middle = len(positions) // 2
-            await self._attempt(whole, positions[:middle], progress, top=False)
-            await self._attempt(whole, positions[middle:], progress, top=False)
+            await self._attempt(request, positions[:middle], progress, top=False)
+            await self._attempt(request, positions[middle:], progress, top=False)
             return
         for load in loads.tables:
             name = str(load.table)
@@ -359,22 +354,30 @@ class Warehouse:
         progress.discarded += loads.discarded
 
     async def _transaction(
-        self, batch: EventRows, prepared: _Prepared | None, *, direct: bool
+        self,
+        events: Sequence[Event],
+        schemas: Sequence[str],
+        prepared: _Prepared | None,
+        *,
+        direct: bool,
     ) -> _Written:
-        schemas = sorted(batch.schemas())
+        names = sorted(set(schemas))
         async with self.backend.transaction() as tx:
             tx.direct = direct
-            state = state_of(await tx.columns(schemas))
+            state = state_of(await tx.columns(names))
             if prepared is not None and prepared.still_valid(state):
                 loads = prepared.loads
             else:
-                # The reference rows (a dict per row) only for a batch that needs DDL.
-                evolution = None if complete(batch, state) else evolve(batch.rows(), state)
-                if evolution:
-                    await tx.lock_ddl()
-                    await self._evolve(tx, evolution)
-                    state = state_of(await tx.columns(schemas))
-                loads = materialize(batch, state, datetime.now(UTC))
+                loads = materialize(events, schemas, state, datetime.now(UTC))
+                if loads.incomplete or any(TableRef(n, DISCARDS) not in state for n in names):
+                    # The reference rows (a dict per row) only for a batch that needs DDL.
+                    rows = map(rows_for, events, schemas)
+                    evolution = evolve(rows, state)
+                    if evolution:
+                        await tx.lock_ddl()
+                        await self._evolve(tx, evolution)
+                        state = state_of(await tx.columns(names))
+                    loads = materialize(events, schemas, state, datetime.now(UTC))
             written = [_Table(load.table, await tx.write(load)) for load in loads.tables]
         self._columns = {**self._columns, **state}
         return _Written(tuple(written), loads.discarded)
@@ -398,7 +401,7 @@ class Warehouse:
     # ------------------------------------------------------------ reading and deleting
 
     async def describe_tables(self, schemas: Collection[str]) -> dict[TableRef, dict[str, str]]:
-        async with self._lock, self.backend.transaction() as tx:
+        async with self._slots.one(), self.backend.transaction() as tx:
             return await tx.columns(schemas)
 
     async def ddl(self, schemas: Collection[str]) -> list[str]:
@@ -412,7 +415,7 @@ class Warehouse:
 
     async def stats(self, schemas: Collection[str]) -> list[TableStats]:
         """Rows per table and the newest ``received_at`` (what a data team watches)."""
-        async with self._lock, self.backend.transaction() as tx:
+        async with self._slots.one(), self.backend.transaction() as tx:
             tables = await tx.columns(schemas)
             found = []
             for table in sorted(tables):
@@ -425,7 +428,7 @@ class Warehouse:
             return found
 
     async def query(self, statement: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        async with self._lock, self.backend.transaction() as tx:
+        async with self._slots.one(), self.backend.transaction() as tx:
             return await tx.query(statement)
 
     async def delete_user(self, user_id: str, schemas: Collection[str]) -> dict[str, int]:
@@ -436,13 +439,41 @@ class Warehouse:
         ``discards``), the user's ``users`` row, and aliases naming the user as
         ``previous_id``.
         """
-        async with self._lock, self.backend.transaction() as tx:
+        async with self._slots.every(), self.backend.transaction() as tx:
             state = state_of(await tx.columns(schemas))
             deleted: dict[str, int] = {}
             for table, column in deletion_targets(state, user_id):
                 count = await tx.delete(table, column, user_id)
                 deleted[str(table)] = deleted.get(str(table), 0) + count
             return deleted
+
+
+class _Slots:
+    """Turns for transactions: :meth:`one` for a load or a read, :meth:`every` for what no
+    load may run beside (stopping, a user's deletion)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._free = asyncio.Semaphore(count)
+        self._exclusive = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def one(self) -> AsyncIterator[None]:
+        async with self._free:
+            yield
+
+    @contextlib.asynccontextmanager
+    async def every(self) -> AsyncIterator[None]:
+        async with self._exclusive:
+            taken = 0
+            try:
+                while taken < self.count:
+                    await self._free.acquire()
+                    taken += 1
+                yield
+            finally:
+                for _ in range(taken):
+                    self._free.release()
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -644,25 +644,22 @@ class TypedRows:
     Event tables keep the first row of each ``id`` (a batch may hold a duplicate); ``users``
     and ``accounts`` fold all rows of one id in ``received_at`` order, later non-null values
     winning, so the upsert sees one row per id. Values that cannot be cast become rows of the
-    schema's ``discards`` table.
+    schema's ``discards`` table. Each event table's columns in this batch are its key, the
+    columns any of its rows has, in the table's order, and ``uuid_ts``.
 
     Rows come two ways: :meth:`add`, one :class:`Row` at a time (the reference path, see
-    :class:`_Shape`), or straight into :attr:`appended` (final tuples in ``names`` order) and
-    :meth:`fold`, as the per-event-shape plans of :mod:`.shapes` make them. ``names`` (each
-    appended table's columns, see :func:`column_order`) is then fixed before the first row;
-    otherwise :meth:`loads` derives it from the rows added.
+    :class:`_Shape`), or as the compiled plans of :mod:`.shapes` make them: tuples put
+    straight into :attr:`appended` in the order of their own columns (declared with
+    :meth:`present`), ending with the ``uuid_ts`` object :meth:`stamp` gave for those
+    columns, and state rows through :meth:`fold`.
     """
 
     def __init__(
-        self,
-        state: Mapping[TableRef, Mapping[str, ColumnType]],
-        uuid_ts: datetime,
-        names: Mapping[TableRef, list[str]] | None = None,
+        self, state: Mapping[TableRef, Mapping[str, ColumnType]], uuid_ts: datetime
     ) -> None:
         self.state = state
         self.uuid_ts = uuid_ts
-        self.names = names
-        #: table -> id -> the row: a tuple in ``names`` order, or a :class:`_Pending`.
+        #: table -> id -> the row: a tuple (see :meth:`stamp`), or a :class:`_Pending`.
         self.appended: dict[TableRef, dict[Any, Any]] = {}
         self.folded: dict[TableRef, dict[Any, dict[str, Any]]] = {}
         self.discarded = 0
@@ -670,7 +667,28 @@ class TypedRows:
         self._shapes: dict[tuple[Any, ...], _Shape | None] = {}
         self._pending: set[TableRef] = set()
         self._present: dict[TableRef, set[str]] = {}
+        #: table -> id(stamp) -> (stamp, the columns of the tuples ending with it)
+        self._orders: dict[TableRef, dict[int, tuple[datetime, tuple[str, ...]]]] = {}
         self._discards: dict[str, list[dict[str, Any]]] = {}
+
+    def stamp(self, table: TableRef, columns: tuple[str, ...]) -> datetime:
+        """The ``uuid_ts`` that tuples of ``table`` in ``columns`` order end with.
+
+        Equal to the batch's ``uuid_ts``, but one object per column order, so that a table
+        whose rows came in several orders is put in one by telling them apart by identity
+        (the usual batch has one order per table and costs nothing).
+        """
+        orders = self._orders.setdefault(table, {})
+        for stamp, found in orders.values():
+            if found == columns:
+                return stamp
+        stamp = self.uuid_ts if not orders else self.uuid_ts + timedelta(0)
+        orders[id(stamp)] = (stamp, columns)
+        return stamp
+
+    def present(self, table: TableRef, columns: Iterable[str]) -> None:
+        """Rows of ``table`` in this batch have ``columns``."""
+        self._present.setdefault(table, set()).update(columns)
 
     def add(self, row: Row) -> None:
         table = row.table
@@ -686,7 +704,8 @@ class TypedRows:
                 self.incomplete = True
                 return
             # Its columns are the table's in this batch even if its rows turn out duplicates.
-            self._present.setdefault(table, set()).update(shape.positions)
+            if not shape.upsert:
+                self.present(table, shape.positions)
         self.incomplete = self.incomplete or shape.incomplete
         for index, cast_to, kind, column in shape.casts:
             converted = cast_to(values[index])
@@ -734,29 +753,34 @@ class TypedRows:
         return Loads(tuple(loads), self.discarded, self.incomplete)
 
     def _appended(self, table: TableRef, rows: Mapping[Any, Any]) -> TableLoad:
-        names = None if self.names is None else self.names.get(table)
-        if names is None:
-            names = column_order(table, self._present.get(table, ()), self.state)
-        if table in self._pending:
-            ordered: list[tuple[Any, ...]] = []
-            cache: dict[int, Any] = {}  # per shape: one C-level gather of a row into order
-            for row in rows.values():
-                if type(row) is not _Pending:
-                    ordered.append(row)
-                    continue
-                shape, values = row.shape, row.values
-                getter = cache.get(id(shape))
-                if getter is None:
-                    # Each row's values end with a None (for columns it lacks) and uuid_ts.
-                    none_slot, stamp_slot = len(values) - 2, len(values) - 1
-                    indexes = [
-                        stamp_slot if name == "uuid_ts" else shape.positions.get(name, none_slot)
-                        for name in names
-                    ]
-                    getter = cache[id(shape)] = operator.itemgetter(*indexes)
-                ordered.append(getter(values))
+        names = column_order(table, self._present.get(table, ()), self.state)
+        orders = self._orders.get(table, {})
+        if table not in self._pending and all(o == tuple(names) for _, o in orders.values()):
+            ordered = list(rows.values())  # every row is in the batch's order already
         else:
-            ordered = list(rows.values())
+            ordered = []
+            cache: dict[int, Any] = {}  # per shape or order: one C-level gather into names
+            for row in rows.values():
+                if type(row) is _Pending:
+                    shape, values = row.shape, row.values
+                    getter = cache.get(id(shape))
+                    if getter is None:
+                        # Its values end with a None (for columns it lacks) and uuid_ts.
+                        none_slot, stamp_slot = len(values) - 2, len(values) - 1
+                        indexes = [
+                            stamp_slot if n == "uuid_ts" else shape.positions.get(n, none_slot)
+                            for n in names
+                        ]
+                        getter = cache[id(shape)] = operator.itemgetter(*indexes)
+                    ordered.append(getter(values))
+                    continue
+                getter = cache.get(id(row[-1]))
+                if getter is None:
+                    columns = orders[id(row[-1])][1]
+                    where = {name: index for index, name in enumerate(columns)}
+                    indexes = [where.get(n, len(columns)) for n in names]  # a None at the end
+                    getter = cache[id(row[-1])] = operator.itemgetter(*indexes)
+                ordered.append(getter((*row, None)))
         key = key_of(table.name)
         return TableLoad(table, key, _typed_columns(table, names, self.state), ordered)
 

@@ -1,26 +1,28 @@
-"""Events -> typed rows through one plan per event shape: the load's fast path.
+"""Events -> typed rows through one compiled function per event shape: the load's fast path.
 
 Which rows an event adds, which column each value lands in and which cast it needs depend
 only on the event's *shape*: its call type (and track event name), the keys of its context
 and properties or traits at every level, and the Python type of every value. So that work is
-done once per shape, not once per value:
+done once per shape, not once per value.
 
-- :func:`observe` (per event, no database involved) walks the event's objects once, making
-  the shape's signature and a flat list of the event's values (arrays, and objects deeper
-  than :data:`~.schema.MAX_DEPTH`, as JSON text, as :func:`~.schema.flatten` keeps them). The
-  signature finds the shape's :class:`EventShape`. A new shape's plan is compiled by running
-  the reference code, :func:`~.schema.rows_for`, on a probe: the event with every value
-  replaced by a placeholder naming its place in the flat list; where each placeholder lands is
-  where that value goes. The plan is then checked against the reference rows of the event it
-  was made from; a shape whose plan would differ takes the reference path (none is known:
-  cheap insurance, as are the other refusals below).
-- :func:`materialize` (per batch, against the tables' current columns) binds each distinct
-  shape once: which values need which cast, and one C-level gather (``itemgetter``) per table
-  that picks the row's tuple, in the table's column order for this batch, out of the event's
-  values, the shape's constants and the casts. An event then costs its casts and one gather
-  per row; no dict per row, no per-row signature. An event with a value that cannot be cast
-  goes through the reference path (:meth:`~.schema.TypedRows.add`), which keeps the value in
-  ``discards``.
+A new shape (found by its signature, :func:`_signature`) gets a plan: the reference code,
+:func:`~.schema.rows_for`, runs on a probe, the event with every value replaced by a
+placeholder naming its place; where each placeholder lands is where that value goes
+(:class:`RowPlan`). The plan is checked against the reference rows of the event it was made
+from; a shape whose plan would differ takes the reference path (none is known: cheap
+insurance, as are the other refusals below).
+
+Bound to the tables' current columns, a shape is compiled into one function
+(:func:`_emitter_factory`) that, for an event, checks that its objects have exactly the
+shape's keys and value types, reads its values, casts what needs a cast and puts each row
+in place: no dict per row, no per-row signature, one pass. Events are matched to shapes by
+their top level (call type, name, top-level value types, the keys of the own object): the
+shapes last seen there are tried in turn, and only when none fits is the whole signature
+made. An event with a value that cannot be cast goes through the reference path
+(:meth:`~.schema.TypedRows.add`), which keeps the value in ``discards``.
+
+The generated code holds only numbers and names of its own: keys, types, constants and
+functions are bound through its namespace, so no event data ever becomes code.
 
 Both paths give the same rows (``tests/destinations/warehouse/test_shapes.py`` checks it over
 generated events).
@@ -28,9 +30,8 @@ generated events).
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import NoneType
 from typing import Any
@@ -38,7 +39,6 @@ from typing import Any
 import orjson
 
 from destinations.warehouse.schema import (
-    DISCARDS,
     MAX_DEPTH,
     UNCASTABLE,
     UPSERTED,
@@ -54,8 +54,8 @@ from destinations.warehouse.schema import (
 )
 
 #: The event fields :func:`~.schema.rows_for` reads for each call type, in the order of an
-#: event's flat values: the common ones, then the object of the type's own columns (always at
-#: :data:`_OWN`), then what else the type reads.
+#: event's top-level values: the common ones, then the object of the type's own columns
+#: (always at :data:`_OWN`), then what else the type reads.
 _COMMON_FIELDS = (
     "type",
     "messageId",
@@ -80,14 +80,16 @@ _TYPE, _USER_ID, _CONTEXT, _OWN, _EXTRA = 0, 6, 8, 9, 10  # _EXTRA: track's even
 _NAME_KINDS = frozenset({str, NoneType, int, float, bool})
 
 #: Shapes seen so far, by their whole signature; None for a shape that takes the reference
-#: path. Bounded: past the limit it starts over (a few events are compiled again).
+#: path. Bounded: past the limit every cache here starts over (a few events are compiled
+#: again) rather than grow.
 _SHAPES: dict[tuple[Any, ...], EventShape | None] = {}
 SHAPES_LIMIT = 4096
-#: The shapes last seen under each top-level signature (call type and name, top-level value
-#: types, the keys of the own object), most recent first: their guards are tried before the
-#: whole signature is made.
+#: The shapes last seen under each top level, most recent first: tried before the whole
+#: signature is made.
 _RECENT: dict[tuple[Any, ...], list[EventShape]] = {}
 RECENT_PER_KEY = 3
+#: Compiled functions, by shape and the columns they were bound to.
+_EMITTERS: dict[tuple[Any, ...], Any] = {}
 _UNSEEN: Any = object()
 
 
@@ -100,83 +102,52 @@ class RowPlan:
     sources: tuple[int, ...]  # per column: an index into the event's values + the constants
 
 
+@dataclass(frozen=True, slots=True)
+class _Node:
+    """One object of a shape, in the order :func:`_walk` reads them."""
+
+    parent: int | None  # the node whose values hold it; None: the event's top-level values
+    offset: int  # its place in those values
+    keys: tuple[Any, ...]
+    kinds: tuple[type, ...]
+    start: int  # where its values begin in the event's flat values
+    depth: int
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class EventShape:
-    """The compiled plan of one event shape (compared and hashed by identity)."""
+    """The plan of one event shape (compared and hashed by identity).
+
+    An event's *flat values* are its top-level values (:data:`_FIELDS`), then each object's
+    values in the order :func:`_walk` reads them; the shape's constants follow them.
+    """
 
     schema: str
     rows: tuple[RowPlan, ...]
     #: Values every event of the shape gives alike (``tracks.event``, ``event_text`` ...).
     constants: tuple[Any, ...]
-    #: The Python type of each value and constant (what decides its cast).
+    #: The Python type of each flat value (arrays: text) and constant: what decides a cast.
     kinds: tuple[type, ...]
-    #: ``guard(top values)``: the event's flat values if its objects have exactly this
-    #: shape's keys and value types, else None (see :func:`_guard`).
-    guard: Callable[[list[Any]], list[Any] | None]
-
-    def rows_of(self, values: Sequence[Any]) -> tuple[Row, ...]:
-        """The event's rows as :func:`~.schema.rows_for` makes them (for the reference path)."""
-        every = [*values, *self.constants]
-        return tuple(
-            Row(plan.table, {c: every[s] for c, s in zip(plan.columns, plan.sources, strict=True)})
-            for plan in self.rows
-        )
+    top_size: int
+    nodes: tuple[_Node, ...]
+    #: Flat positions of arrays and too-deep objects, kept as JSON text.
+    json_positions: frozenset[int] = field(default_factory=frozenset)
 
 
-# ---------------------------------------------------------------- per event, no state
+# ---------------------------------------------------------------- shapes
 
 
-def observe(event: Event, schema: str) -> tuple[EventShape, list[Any]] | None:
-    """The event's shape and flat values, or None if it takes the reference path.
-
-    None for anything that is not one of the six call types (the reference path tells why)
-    and for the rare shapes the plans leave to it (a track event named by an object, an id
-    made text from a number, keys that are not text ...).
-    """
-    kind = event.get("type")
-    fields = _FIELDS.get(kind) if type(kind) is str else None
-    if fields is None:
-        return None
-    top: list[Any] = list(map(event.get, fields))
-    kinds = tuple(map(type, top))
-    detail: Any = None
-    if kind == "track":
-        if kinds[_EXTRA] not in _NAME_KINDS:
-            return None
-        detail = top[_EXTRA]
-    elif kind == "identify":
-        detail = top[_USER_ID] == ""  # no users row for an empty userId
-    elif kind == "group":
-        detail = top[_EXTRA] == ""
-    own = top[_OWN]
-    key = (schema, kind, detail, kinds, tuple(own) if kinds[_OWN] is dict else None)
-    recent = _RECENT.get(key)
-    if recent is not None:
-        for shape in recent:
-            values = shape.guard(top)
-            if values is not None:
-                return shape, values
-    # The whole signature: every object's keys and value types.
+def _signature(
+    key: tuple[Any, ...], top: list[Any], kinds: tuple[type, ...]
+) -> tuple[tuple[Any, ...], list[Any]]:
+    """The whole signature (every object's keys and value types) and the flat values."""
     signature: list[Any] = [key]
     values = top.copy()
     if kinds[_CONTEXT] is dict:
         _walk(top[_CONTEXT], signature, values, 0)
     if kinds[_OWN] is dict:
-        _walk(own, signature, values, 0)
-    whole = tuple(signature)
-    found = _SHAPES.get(whole, _UNSEEN)
-    if found is _UNSEEN:
-        if len(_SHAPES) >= SHAPES_LIMIT:
-            _SHAPES.clear()
-            _RECENT.clear()
-        found = _SHAPES[whole] = _compile(event, schema, values)
-    if found is None:
-        return None
-    if recent is None:
-        recent = _RECENT[key] = []
-    recent.insert(0, found)
-    del recent[RECENT_PER_KEY:]
-    return found, values
+        _walk(top[_OWN], signature, values, 0)
+    return tuple(signature), values
 
 
 def _walk(obj: dict[Any, Any], signature: list[Any], values: list[Any], depth: int) -> None:
@@ -203,6 +174,26 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _shape_of(
+    key: tuple[Any, ...], event: Event, schema: str, top: list[Any], kinds: tuple[type, ...]
+) -> EventShape | None:
+    """The shape of ``event`` by its whole signature (compiled if new); it becomes the first
+    shape tried for events of the same top level."""
+    whole, values = _signature(key, top, kinds)
+    found: EventShape | None = _SHAPES.get(whole, _UNSEEN)
+    if found is _UNSEEN:
+        if len(_SHAPES) >= SHAPES_LIMIT:
+            _SHAPES.clear()
+            _RECENT.clear()
+            _EMITTERS.clear()
+        found = _SHAPES[whole] = _compile(event, schema, values, len(top))
+    if found is not None:
+        recent = _RECENT.setdefault(key, [])
+        recent.insert(0, found)
+        del recent[RECENT_PER_KEY:]
+    return found
+
+
 class _Slot:
     """A probe's value: where the event's own value sits in its flat values."""
 
@@ -216,18 +207,6 @@ class _Slot:
 
 
 _MARK = "\x00router-warehouse-slot:"
-
-
-@dataclass(frozen=True, slots=True)
-class _Node:
-    """One object of a shape, in the order :func:`_walk` reads them."""
-
-    parent: int | None  # the node whose values hold it; None: the event's top-level values
-    offset: int  # its place in those values
-    keys: tuple[Any, ...]
-    kinds: tuple[type, ...]
-    start: int  # where its values begin in the event's flat values
-    depth: int
 
 
 def _nodes(top: list[Any]) -> tuple[list[_Node], list[int]]:
@@ -255,39 +234,10 @@ def _nodes(top: list[Any]) -> tuple[list[_Node], list[int]]:
     return nodes, json_positions
 
 
-def _guard(nodes: Sequence[_Node], json_positions: Sequence[int]) -> Any:
-    """Compile ``guard(top)`` for one shape: its objects checked and read in straight-line
-    code, one C-level call per step (what :func:`_walk` does, without its interpretation).
-
-    The generated text holds only numbers and names of its own: keys, types and functions
-    are bound through its namespace, so no event data ever becomes code.
-    """
-    namespace: dict[str, Any] = {"dumps": orjson.dumps}
-    lines = ["def guard(top):"]
-    for number, node in enumerate(nodes):
-        holder = "top" if node.parent is None else f"v{node.parent}"
-        namespace[f"K{number}"] = node.keys
-        namespace[f"T{number}"] = node.kinds
-        lines += [
-            f"    n{number} = {holder}[{node.offset}]",
-            f"    if tuple(n{number}) != K{number}:",
-            "        return None",
-            f"    v{number} = list(n{number}.values())",
-            f"    if tuple(map(type, v{number})) != T{number}:",
-            "        return None",
-        ]
-    lines.append(f"    out = [{', '.join(['*top', *(f'*v{n}' for n in range(len(nodes)))])}]")
-    for position in json_positions:
-        lines.append(f"    out[{position}] = dumps(out[{position}]).decode()")
-    lines.append("    return out")
-    exec(compile("\n".join(lines), "<warehouse shape guard>", "exec"), namespace)  # noqa: S102
-    return namespace["guard"]
-
-
-def _compile(event: Event, schema: str, values: list[Any]) -> EventShape | None:
+def _compile(event: Event, schema: str, values: list[Any], top_size: int) -> EventShape | None:
     kind = values[_TYPE]
     fields = _FIELDS[kind]
-    top = values[: len(fields)]
+    top = values[:top_size]
     nodes, json_positions = _nodes(top)
     if any(type(key) is not str for node in nodes for key in node.keys):
         return None  # JSON keys are text; others (1 and True are equal keys) stay exact
@@ -300,11 +250,11 @@ def _compile(event: Event, schema: str, values: list[Any]) -> EventShape | None:
     elif kind == "group" and values[_EXTRA] == "":
         kept.add(_EXTRA)
     probe: dict[str, Any] = {}
-    for index, field in enumerate(fields):
+    for index, name in enumerate(fields):
         value = values[index]
         if value is not None:
-            probe[field] = value if index in kept else _Slot(index)
-    cursor = [len(fields)]
+            probe[name] = value if index in kept else _Slot(index)
+    cursor = [top_size]
     for index in (_CONTEXT, _OWN):
         if type(values[index]) is dict:
             probe[fields[index]] = _placeholders(values[index], cursor, 0)
@@ -336,12 +286,20 @@ def _compile(event: Event, schema: str, values: list[Any]) -> EventShape | None:
         tuple(plans),
         tuple(constants),
         tuple(map(type, [*values, *constants])),
-        _guard(nodes, json_positions),
+        top_size,
+        tuple(nodes),
+        frozenset(json_positions),
     )
-    # Cheap insurance: the plan gives this event's reference rows, the guard its values.
-    if not _same_rows(shape.rows_of(values), reference) or shape.guard(top) != values:
-        return None
-    return shape
+    # Cheap insurance: the plan gives this event's reference rows.
+    return shape if _same_rows(_rows_of(shape, values), reference) else None
+
+
+def _rows_of(shape: EventShape, values: Sequence[Any]) -> tuple[Row, ...]:
+    every = [*values, *shape.constants]
+    return tuple(
+        Row(plan.table, {c: every[s] for c, s in zip(plan.columns, plan.sources, strict=True)})
+        for plan in shape.rows
+    )
 
 
 def _placeholders(obj: dict[Any, Any], cursor: list[int], depth: int) -> dict[Any, Any]:
@@ -374,266 +332,230 @@ def _same_rows(ours: Sequence[Row], reference: Sequence[Row]) -> bool:
 # ---------------------------------------------------------------- a batch
 
 
-@dataclass(frozen=True, slots=True)
-class EventRows:
-    """A batch's events as :func:`materialize` takes them: per event, its shape and values,
-    or (``shapes[i]`` None) its reference rows in ``reference[i]``."""
-
-    shapes: tuple[EventShape | None, ...]
-    values: tuple[list[Any] | None, ...]
-    reference: Mapping[int, tuple[Row, ...]]
-
-    def __len__(self) -> int:
-        return len(self.shapes)
-
-    def subset(self, positions: Sequence[int]) -> EventRows:
-        return EventRows(
-            tuple(self.shapes[i] for i in positions),
-            tuple(self.values[i] for i in positions),
-            {new: rows for new, old in enumerate(positions) if (rows := self.reference.get(old))},
-        )
-
-    def rows(self) -> list[tuple[Row, ...]]:
-        """Every event's rows, as :func:`~.schema.rows_for` makes them."""
-        found = []
-        for position, (shape, values) in enumerate(zip(self.shapes, self.values, strict=True)):
-            if shape is None or values is None:
-                found.append(self.reference[position])
-            else:
-                found.append(shape.rows_of(values))
-        return found
-
-    def schemas(self) -> set[str]:
-        found = {shape.schema for shape in set(self.shapes) if shape is not None}
-        found.update(row.table.schema for rows in self.reference.values() for row in rows)
-        return found
-
-    def tables(self) -> dict[str, int]:
-        """Rows per table (``schema.table``)."""
-        counts: dict[str, int] = {}
-        shapes: dict[EventShape | None, int] = {}
-        for shape in self.shapes:
-            shapes[shape] = shapes.get(shape, 0) + 1
-        for shape, events in shapes.items():
-            for plan in () if shape is None else shape.rows:
-                name = str(plan.table)
-                counts[name] = counts.get(name, 0) + events
-        for rows in self.reference.values():
-            for row in rows:
-                name = str(row.table)
-                counts[name] = counts.get(name, 0) + 1
-        return counts
-
-
-def stage(events: Sequence[Event], schemas: Sequence[str]) -> EventRows:
-    """``events`` (each in the schema of the same position) as :func:`materialize` takes them.
-
-    Raises what :func:`~.schema.rows_for` raises for an event that is not a call; the plugin
-    stages one event at a time instead, to fail only that one.
-    """
-    builder = EventRowsBuilder()
-    for event, schema in zip(events, schemas, strict=True):
-        builder.add(event, schema)
-    return builder.build()
-
-
-class EventRowsBuilder:
-    """Collects events into :class:`EventRows`, one at a time."""
-
-    __slots__ = ("_reference", "_shapes", "_values")
-
-    def __init__(self) -> None:
-        self._shapes: list[EventShape | None] = []
-        self._values: list[list[Any] | None] = []
-        self._reference: dict[int, tuple[Row, ...]] = {}
-
-    def add(self, event: Event, schema: str) -> None:
-        """Add ``event``; ValueError (and nothing added) if it is not one of the calls."""
-        observed = observe(event, schema)
-        if observed is None:
-            rows = rows_for(event, schema)
-            self._reference[len(self._shapes)] = rows
-            self._shapes.append(None)
-            self._values.append(None)
-            return
-        self._shapes.append(observed[0])
-        self._values.append(observed[1])
-
-    def build(self) -> EventRows:
-        return EventRows(tuple(self._shapes), tuple(self._values), self._reference)
-
-
-# ---------------------------------------------------------------- a batch, against the state
-
-
-def complete(batch: EventRows, state: Mapping[TableRef, Collection[str]]) -> bool:
-    """Whether every schema, table and column ``batch`` writes exists in ``state`` (else
-    :func:`~.schema.evolve` has DDL to run first)."""
-    for schema in batch.schemas():
-        if TableRef(schema, DISCARDS) not in state:
-            return False
-    for shape in set(batch.shapes):
-        for plan in () if shape is None else shape.rows:
-            columns = state.get(plan.table)
-            if columns is None or any(c not in columns for c in plan.columns):
-                return False
-    for rows in batch.reference.values():
-        for row in rows:
-            columns = state.get(row.table)
-            if columns is None or any(c not in columns for c in row.values):
-                return False
-    return True
-
-
-@dataclass(slots=True)
-class _Bound:
-    """An :class:`EventShape` bound to this batch's columns."""
-
-    #: Appended after the event's values: the constants, a None, the load's ``uuid_ts``.
-    tail: list[Any]
-    #: (source index, cast): each result is appended after the tail, in this order.
-    casts: tuple[tuple[int, Any], ...]
-    #: The length of an event's values once the tail and every cast are appended.
-    width: int
-    #: Per row of a table that exists: (rows by id, gather, None) for an event table, where
-    #: ``gather`` picks the row's tuple; (table, None, (id index, ((column, index), ...)))
-    #: for ``users``/``accounts``, whose state values are folded.
-    targets: tuple[tuple[Any, Any, Any], ...]
-
-
 def materialize(
-    batch: EventRows,
+    events: Sequence[Event],
+    schemas: Sequence[str],
     state: Mapping[TableRef, Mapping[str, ColumnType]],
     uuid_ts: datetime,
 ) -> Loads:
     """Cast every value to its column's type and group the rows per table: the rows
-    :func:`~.schema.materialize` gives for ``batch.rows()``, made per shape (see the module)."""
-    rows = Materializer(batch, state, uuid_ts)
-    rows.cast(0, len(batch))
+    :func:`~.schema.materialize` gives for the events' :func:`~.schema.rows_for` (each in
+    the schema of the same position). ValueError for an event that is not a call."""
+    rows = Materializer(state, uuid_ts)
+    rows.add(events, schemas)
     return rows.loads()
 
 
 class Materializer:
-    """:func:`materialize` in steps: bind the batch's shapes, cast its events a slice at a
-    time (so a caller may let other work run in between), then take the loads."""
+    """:func:`materialize` in steps: add events a slice at a time (so a caller may let other
+    work run in between), then take the loads."""
 
     def __init__(
-        self,
-        batch: EventRows,
-        state: Mapping[TableRef, Mapping[str, ColumnType]],
-        uuid_ts: datetime,
+        self, state: Mapping[TableRef, Mapping[str, ColumnType]], uuid_ts: datetime
     ) -> None:
-        self.batch = batch
-        distinct = [shape for shape in dict.fromkeys(batch.shapes) if shape is not None]
-        incomplete = False
-        # Per shape and row: column -> (source index, cast or None), the columns the table has.
-        placed: dict[EventShape, list[dict[str, tuple[int, Any]] | None]] = {}
-        present: dict[TableRef, set[str]] = {}
-        for shape in distinct:
-            per_row: list[dict[str, tuple[int, Any]] | None] = []
-            for plan in shape.rows:
-                columns = state.get(plan.table)
-                if columns is None:
-                    incomplete = True
-                    per_row.append(None)
-                    continue
-                known: dict[str, tuple[int, Any]] = {}
-                for column, source in zip(plan.columns, plan.sources, strict=True):
-                    target = columns.get(column)
-                    if target is None:
-                        incomplete = True
-                        continue
-                    known[column] = (source, cast_for(shape.kinds[source], target))
-                per_row.append(known)
-                present.setdefault(plan.table, set()).update(known)
-            placed[shape] = per_row
-        for rows in batch.reference.values():
-            for row in rows:
-                columns = state.get(row.table)
-                if columns is not None:
-                    found = present.setdefault(row.table, set())
-                    found.update(c for c in row.values if c in columns)
-        names = {
-            table: column_order(table, columns, state)
-            for table, columns in present.items()
-            if table.name not in UPSERTED
-        }
-        self.typed = TypedRows(state, uuid_ts, names)
-        self.typed.incomplete = incomplete
-        self.bound = {
-            shape: _bind(shape, placed[shape], names, self.typed, uuid_ts) for shape in distinct
-        }
+        self.state = state
+        self.typed = TypedRows(state, uuid_ts)
+        #: This batch's function per shape tried, and what to note once the shape is used:
+        #: whether its rows lack a table or a column, and each event table's columns.
+        self._bound: dict[EventShape, Callable[[list[Any]], bool | None]] = {}
+        self._bindings: dict[EventShape, tuple[bool, tuple[tuple[TableRef, Any], ...]]] = {}
+        self._used: set[EventShape] = set()
+        #: Events that went through the reference path: no plan for their shape, or a value
+        #: that cannot be cast.
+        self.unplanned = 0
+        self.uncastable = 0
 
-    def cast(self, start: int, stop: int) -> None:
-        """Cast the events at positions ``start`` to ``stop`` (each event once, in order)."""
-        batch, bound = self.batch, self.bound
-        add, fold = self.typed.add, self.typed.fold
-        for position in range(start, min(stop, len(batch))):
-            shape, values = batch.shapes[position], batch.values[position]
-            if shape is None or values is None:
-                for row in batch.reference[position]:
+    def add(self, events: Sequence[Event], schemas: Sequence[str]) -> None:
+        """Add each event's rows (in the schema of the same position), in order."""
+        bound, used, recent_of, fields_of = self._bound, self._used, _RECENT, _FIELDS
+        add = self.typed.add
+        for event, schema in zip(events, schemas, strict=True):
+            kind = event.get("type")
+            fields = fields_of.get(kind) if type(kind) is str else None
+            if fields is None:
+                self.unplanned += 1
+                for row in rows_for(event, schema):  # ValueError: not a call
                     add(row)
                 continue
-            binding = bound[shape]
-            row_values = values + binding.tail
-            if binding.casts:
-                push = row_values.append
-                for source, cast_to in binding.casts:
-                    converted = cast_to(row_values[source])
-                    if converted is UNCASTABLE:
-                        break
-                    push(converted)
-                if len(row_values) < binding.width:  # a value cannot be cast: the reference
-                    for row in shape.rows_of(values):  # path keeps it in discards
+            top: list[Any] = list(map(event.get, fields))
+            kinds = tuple(map(type, top))
+            detail: Any = None
+            if kind == "track":
+                if kinds[_EXTRA] not in _NAME_KINDS:
+                    self.unplanned += 1
+                    for row in rows_for(event, schema):
                         add(row)
                     continue
-            for where, gather, folding in binding.targets:
-                if folding is None:  # an event table: ``where`` holds its rows by id
-                    found = gather(row_values)
-                    if found[0] not in where:  # a duplicate id in one batch: the first stays
-                        where[found[0]] = found
-                else:  # users/accounts: ``where`` is the table
-                    id_index, pairs = folding
-                    fold(
-                        where,
-                        row_values[id_index] if id_index >= 0 else None,
-                        {c: row_values[i] for c, i in pairs if row_values[i] is not None},
-                    )
+                detail = top[_EXTRA]
+            elif kind == "identify":
+                detail = top[_USER_ID] == ""  # no users row for an empty userId
+            elif kind == "group":
+                detail = top[_EXTRA] == ""
+            own = top[_OWN]
+            key = (schema, kind, detail, kinds, tuple(own) if kinds[_OWN] is dict else None)
+            done: bool | None = None
+            shape: EventShape | None = None
+            for shape in recent_of.get(key, ()):
+                emit = bound.get(shape) or self._bind(shape)
+                done = emit(top)
+                if done is not None:
+                    break
+            else:
+                shape = _shape_of(key, event, schema, top, kinds)
+                if shape is not None:
+                    emit = bound.get(shape) or self._bind(shape)
+                    done = emit(top)
+            if done is None or shape is None:  # no plan for this shape
+                self.unplanned += 1
+                for row in rows_for(event, schema):
+                    add(row)
+                continue
+            used.add(shape)
+            if not done:  # a value cannot be cast: the reference path keeps it in discards
+                self.uncastable += 1
+                for row in rows_for(event, schema):
+                    add(row)
+
+    def _bind(self, shape: EventShape) -> Callable[[list[Any]], bool | None]:
+        """The shape's function for this batch, bound to the tables' current columns."""
+        state, typed = self.state, self.typed
+        incomplete = False
+        targets: list[tuple[TableRef, tuple[Any, ...], tuple[str, ...] | None]] = []
+        for plan in shape.rows:
+            columns = state.get(plan.table)
+            if columns is None:
+                incomplete = True  # the table does not exist yet: its rows are left out
+                continue
+            placed = []
+            for column, source in zip(plan.columns, plan.sources, strict=True):
+                target = columns.get(column)
+                if target is None:
+                    incomplete = True
+                    continue
+                placed.append((column, source, cast_for(shape.kinds[source], target)))
+            order = None
+            if plan.table.name not in UPSERTED:
+                known = [column for column, _, _ in placed]
+                order = tuple(column_order(plan.table, known, state))
+            targets.append((plan.table, tuple(placed), order))
+        layout = tuple(targets)
+        factory = _EMITTERS.get((shape, layout))
+        if factory is None:
+            factory = _EMITTERS[(shape, layout)] = _emitter_factory(shape, layout)
+        arguments: list[Any] = [typed.fold]
+        for table, _, order in layout:
+            if order is None:
+                arguments.append(table)
+            else:
+                arguments += [typed.appended.setdefault(table, {}), typed.stamp(table, order)]
+        emit: Callable[[list[Any]], bool | None] = factory(*arguments)
+        self._bound[shape] = emit
+        self._bindings[shape] = (incomplete, tuple((t, o) for t, _, o in layout if o))
+        return emit
 
     def loads(self) -> Loads:
-        return self.typed.loads()
+        typed = self.typed
+        for shape in self._used:
+            incomplete, orders = self._bindings[shape]
+            typed.incomplete = typed.incomplete or incomplete
+            for table, order in orders:
+                typed.present(table, order)
+        return typed.loads()
 
 
-def _bind(
-    shape: EventShape,
-    per_row: list[dict[str, tuple[int, Any]] | None],
-    names: Mapping[TableRef, list[str]],
-    typed: TypedRows,
-    uuid_ts: datetime,
-) -> _Bound:
-    size = len(shape.kinds)  # the event's values, then the constants
-    none_slot, stamp_slot = size, size + 1
-    casts: dict[tuple[int, Any], int] = {}  # (source, cast) -> its slot
-    targets: list[tuple[Any, Any, Any]] = []
-    for plan, known in zip(shape.rows, per_row, strict=True):
-        if known is None:
-            continue  # the table does not exist yet
-        slots: dict[str, int] = {}
-        for column, (source, cast_to) in known.items():
-            if cast_to is None:
-                slots[column] = source
-            else:
-                slots[column] = casts.setdefault((source, cast_to), size + 2 + len(casts))
-        if plan.table.name in UPSERTED:
-            pairs = tuple(slots.items())
-            targets.append((plan.table, None, (slots.get("id", -1), pairs)))
+def _emitter_factory(shape: EventShape, layout: tuple[Any, ...]) -> Any:
+    """Compile ``make(fold, *where) -> emit`` for one shape bound to the columns.
+
+    ``layout`` holds, per row of a table that exists: the table, its known columns as
+    (column, flat source index, cast or None), and for an event table its columns in the
+    order its rows are made (``users``/``accounts``, whose rows are folded, have None).
+    ``make`` takes :meth:`~.schema.TypedRows.fold`, then per event table its rows by id and
+    the ``uuid_ts`` its rows end with, per state table the table.
+
+    ``emit(top)`` takes the event's top-level values (whose types and own object's keys the
+    caller matched already) and returns None if the event's objects are not exactly this
+    shape's (keys in order, value types); False if a value cannot be cast (nothing is put);
+    else True, each row put in place: an event table's tuple under its id unless the batch
+    has that id already, a state row folded.
+    """
+    namespace: dict[str, Any] = {"dumps": orjson.dumps, "UNCASTABLE": UNCASTABLE}
+    body: list[str] = []
+    names: dict[int, str] = {}  # flat position -> the local holding it
+
+    def constant(value: Any) -> str:
+        name = f"k{len(namespace)}"
+        namespace[name] = value
+        return name
+
+    top_names = [f"t{i}" for i in range(shape.top_size)]
+    body.append(f"        {', '.join(top_names)}, = top")
+    names.update(enumerate(top_names))
+    for node in shape.nodes:
+        holder = (
+            top_names[node.offset]
+            if node.parent is None
+            else names[shape.nodes[node.parent].start + node.offset]
+        )
+        body += [f"        if tuple({holder}) != {constant(node.keys)}:", "            return None"]
+        values = [f"v{node.start + offset}" for offset in range(len(node.keys))]
+        for offset, value in enumerate(values):
+            names[node.start + offset] = value
+        if values:
+            body.append(f"        {', '.join(values)}, = {holder}.values()")
+            checks = " or ".join(
+                f"type({value}) is not {constant(kind)}"
+                for value, kind in zip(values, node.kinds, strict=True)
+            )
+            body += [f"        if {checks}:", "            return None"]
+    for position in sorted(shape.json_positions):
+        body.append(f"        {names[position]} = dumps({names[position]}).decode()")
+
+    casts: dict[tuple[int, Any], str] = {}
+    values_count = len(shape.kinds) - len(shape.constants)
+
+    def expression(source: int, cast_to: Any) -> str:
+        raw = (
+            names[source]
+            if source < values_count
+            else constant(shape.constants[source - values_count])
+        )
+        if cast_to is None:
+            return raw
+        found = casts.get((source, cast_to))
+        if found is None:
+            found = casts[(source, cast_to)] = f"c{len(casts)}"
+            body.extend(
+                [
+                    f"        {found} = {constant(cast_to)}({raw})",
+                    f"        if {found} is UNCASTABLE:",
+                    "            return False",
+                ]
+            )
+        return found
+
+    emits: list[str] = []
+    arguments = ["fold"]
+    for number, (_, placed, order) in enumerate(layout):
+        found = {column: expression(source, cast_to) for column, source, cast_to in placed}
+        if order is None:
+            arguments.append(f"table{number}")
+            pairs = ", ".join(f"{constant(column)}: {found[column]}" for column in found)
+            emits.append(f"        fold(table{number}, {found.get('id', 'None')}, {{{pairs}}})")
             continue
-        indexes = [
-            stamp_slot if name == "uuid_ts" else slots.get(name, none_slot)
-            for name in names[plan.table]
+        arguments += [f"rows{number}", f"stamp{number}"]
+        items = [f"stamp{number}" if c == "uuid_ts" else found.get(c, "None") for c in order]
+        emits += [
+            f"        row = ({', '.join(items)},)",
+            f"        if row[0] not in rows{number}:",
+            f"            rows{number}[row[0]] = row",
         ]
-        rows_by_id = typed.appended.setdefault(plan.table, {})
-        targets.append((rows_by_id, operator.itemgetter(*indexes), None))
-    return _Bound(
-        [*shape.constants, None, uuid_ts], tuple(casts), size + 2 + len(casts), tuple(targets)
-    )
+    lines = [
+        f"def make({', '.join(arguments)}):",
+        "    def emit(top):",
+        *body,
+        *emits,
+        "        return True",
+        "    return emit",
+    ]
+    exec(compile("\n".join(lines), "<warehouse shape>", "exec"), namespace)  # noqa: S102
+    return namespace["make"]

@@ -132,7 +132,7 @@ def event_template(rng: random.Random) -> dict[str, Any]:
                 {"locale": "text", "page": {"path": "text", "url": "text"}, "campaign": "none"},
             ]
         ),
-        "receivedAt": rng.choice(["ts", "ts", "ts", "text", "int", "none"]),
+        "receivedAt": rng.choice(["ts"] * 9 + ["text", "int", "none"]),
         "sentAt": rng.choice(["ts", "none", "absent"]),
         "timestamp": rng.choice(["ts", "absent"]),
         "userId": rng.choice(["id", "id", "id", "empty", "int", "none", "bool"]),
@@ -184,6 +184,13 @@ def generated(seed: int, count: int, templates: int) -> list[dict[str, Any]]:
     return events
 
 
+def unplanned(event: dict[str, Any]) -> bool:
+    """Events the plans leave to the reference path: a users or accounts id made text from
+    a number or a boolean."""
+    field = {"identify": "userId", "group": "groupId"}.get(event["type"])
+    return field is not None and type(event.get(field)) not in (str, type(None))
+
+
 def summary(loads: Loads) -> tuple[Any, ...]:
     tables = {
         load.table: (
@@ -204,27 +211,29 @@ def state_after(events: list[dict[str, Any]]) -> dict[TableRef, dict[str, Column
 
 def both_paths(
     events: list[dict[str, Any]], state: dict[TableRef, dict[str, ColumnType]]
-) -> tuple[Any, Any, shapes.EventRows]:
-    staged = shapes.stage(events, ["web"] * len(events))
+) -> tuple[Any, Any, shapes.Materializer]:
+    fused = shapes.Materializer(state, STAMP)
+    fused.add(events, ["web"] * len(events))
     reference = materialize([rows_for(event, "web") for event in events], state, STAMP)
-    return summary(shapes.materialize(staged, state, STAMP)), summary(reference), staged
+    return summary(fused.loads()), summary(reference), fused
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(4))
 def test_shaped_rows_are_the_reference_rows(seed: int) -> None:
     first = generated(seed, 400, templates=60)
-    later = generated(seed + 100, 1500, templates=60)  # other types for the same names
+    later = generated(seed + 100, 1200, templates=60)  # other types for the same names
     # Tables as the first events made them; then also with every column the later ones need.
     for state in (state_after(first), state_after(first + later)):
-        fused, reference, staged = both_paths(later, state)
+        fused, reference, run = both_paths(later, state)
         assert fused == reference
-    shaped = sum(shape is not None for shape in staged.shapes)
-    assert shaped > 0.6 * len(later), "most events must take the per-shape path"
-    assert reference[1] > 0, "some values cannot be cast: discards must be exercised"
-    # Staged again, known shapes are recognized by their guards: the same values.
-    again = shapes.stage(later, ["web"] * len(later))
-    assert again.shapes == staged.shapes and again.values == staged.values
-    assert staged.rows() == [rows_for(event, "web") for event in later]
+        assert run.unplanned == sum(map(unplanned, later)), "the others take the per-shape path"
+        assert run.uncastable > 0  # those go through the reference path, for their discards
+        assert len(later) - run.unplanned - run.uncastable > 0.2 * len(later)
+        assert reference[1] > 0, "some values cannot be cast: discards must be exercised"
+        # Again, with every shape known: recognized by the top level, the same rows.
+        again, _, rerun = both_paths(later, state)
+        assert again == reference
+        assert rerun.unplanned == run.unplanned
 
 
 def test_objects_alike_but_for_keys_or_types_are_told_apart() -> None:
@@ -252,9 +261,9 @@ def test_objects_alike_but_for_keys_or_types_are_told_apart() -> None:
         for i in range(10 * len(contexts))
     ]
     for state in (state_after(events[:1]), state_after(events)):
-        fused, reference, staged = both_paths(events, state)
+        fused, reference, run = both_paths(events, state)
         assert fused == reference
-        assert len(set(staged.shapes)) == len(contexts)
+        assert run.unplanned == 0
 
 
 def test_missing_tables_and_columns_are_left_out_alike() -> None:
@@ -267,11 +276,11 @@ def test_missing_tables_and_columns_are_left_out_alike() -> None:
     for table in sorted(state)[::2]:
         for column in list(state[table])[3::4]:
             del state[table][column]
-    fused, reference, staged = both_paths(events, state)
+    fused, reference, _ = both_paths(events, state)
     assert fused == reference
     assert reference[2], "incomplete: the batch needs DDL"
-    assert not shapes.complete(staged, state)
-    assert shapes.complete(staged, state_after(events))
+    whole = shapes.materialize(events, ["web"] * len(events), state_after(events), STAMP)
+    assert not whole.incomplete
 
 
 def test_a_cache_that_starts_over_gives_the_same_rows(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -279,14 +288,6 @@ def test_a_cache_that_starts_over_gives_the_same_rows(monkeypatch: pytest.Monkey
     events = generated(8, 600, templates=30)
     fused, reference, _ = both_paths(events, state_after(events))
     assert fused == reference
-
-
-def test_a_batch_splits_into_the_same_rows() -> None:
-    events = generated(9, 300, templates=20)
-    staged = shapes.stage(events, ["web"] * len(events))
-    positions = list(range(0, len(events), 3))
-    part = staged.subset(positions)
-    assert part.rows() == [rows_for(events[i], "web") for i in positions]
 
 
 async def test_loads_in_flight_together_land_every_row_once(
