@@ -360,6 +360,8 @@ class Materializer:
         self._bound: dict[EventShape, Callable[[list[Any]], bool | None]] = {}
         self._bindings: dict[EventShape, tuple[bool, tuple[tuple[TableRef, Any], ...]]] = {}
         self._used: set[EventShape] = set()
+        #: Per top level, the function that took an event of it last.
+        self._last: dict[tuple[Any, ...], Callable[[list[Any]], bool | None]] = {}
         #: Events that went through the reference path: no plan for their shape, or a value
         #: that cannot be cast.
         self.unplanned = 0
@@ -367,7 +369,8 @@ class Materializer:
 
     def add(self, events: Sequence[Event], schemas: Sequence[str]) -> None:
         """Add each event's rows (in the schema of the same position), in order."""
-        bound, used, recent_of, fields_of = self._bound, self._used, _RECENT, _FIELDS
+        bound, used, last = self._bound, self._used, self._last
+        recent_of, fields_of = _RECENT, _FIELDS
         add = self.typed.add
         for event, schema in zip(events, schemas, strict=True):
             kind = event.get("type")
@@ -393,24 +396,29 @@ class Materializer:
                 detail = top[_EXTRA] == ""
             own = top[_OWN]
             key = (schema, kind, detail, kinds, tuple(own) if kinds[_OWN] is dict else None)
-            done: bool | None = None
-            shape: EventShape | None = None
-            for shape in recent_of.get(key, ()):
-                emit = bound.get(shape) or self._bind(shape)
-                done = emit(top)
-                if done is not None:
-                    break
-            else:
-                shape = _shape_of(key, event, schema, top, kinds)
-                if shape is not None:
+            # The function that took this top level last in this batch, then the shapes last
+            # seen there, then the whole signature.
+            emit = last.get(key)
+            done = None if emit is None else emit(top)
+            if done is None:
+                shape: EventShape | None = None
+                for shape in recent_of.get(key, ()):
                     emit = bound.get(shape) or self._bind(shape)
                     done = emit(top)
-            if done is None or shape is None:  # no plan for this shape
-                self.unplanned += 1
-                for row in rows_for(event, schema):
-                    add(row)
-                continue
-            used.add(shape)
+                    if done is not None:
+                        break
+                else:
+                    shape = _shape_of(key, event, schema, top, kinds)
+                    if shape is not None:
+                        emit = bound.get(shape) or self._bind(shape)
+                        done = emit(top)
+                if done is None or shape is None or emit is None:  # no plan for this shape
+                    self.unplanned += 1
+                    for row in rows_for(event, schema):
+                        add(row)
+                    continue
+                used.add(shape)
+                last[key] = emit
             if not done:  # a value cannot be cast: the reference path keeps it in discards
                 self.uncastable += 1
                 for row in rows_for(event, schema):
@@ -496,7 +504,11 @@ def _emitter_factory(shape: EventShape, layout: tuple[Any, ...]) -> Any:
             if node.parent is None
             else names[shape.nodes[node.parent].start + node.offset]
         )
-        body += [f"        if tuple({holder}) != {constant(node.keys)}:", "            return None"]
+        if node.parent is not None or node.offset != _OWN:  # the own keys: matched already
+            body += [
+                f"        if tuple({holder}) != {constant(node.keys)}:",
+                "            return None",
+            ]
         values = [f"v{node.start + offset}" for offset in range(len(node.keys))]
         for offset, value in enumerate(values):
             names[node.start + offset] = value
