@@ -293,6 +293,9 @@ def test_a_cache_that_starts_over_gives_the_same_rows(monkeypatch: pytest.Monkey
 async def test_loads_in_flight_together_land_every_row_once(
     warehouse: WarehouseDestination,
 ) -> None:
+    """Several loads at once (PostgreSQL runs two transactions): new columns, a replay, and
+    the same users in both, in opposite orders; every row once, each user's latest traits."""
+
     def order(message_id: str, **properties: Any) -> dict[str, Any]:
         return {
             "type": "track",
@@ -304,9 +307,20 @@ async def test_loads_in_flight_together_land_every_row_once(
             "properties": properties,
         }
 
+    def identify(message_id: str, user: int, received: str, plan: str) -> dict[str, Any]:
+        return {
+            "type": "identify",
+            "messageId": message_id,
+            "userId": f"user-{user}",
+            "receivedAt": received,
+            "traits": {"plan": plan, f"seen_{message_id[0]}": True},
+        }
+
     first = [order(f"a-{i}", total=i) for i in range(1200)]  # more than one slice
+    first += [identify(f"a-u{i}", i, "2026-11-23T10:00:00Z", "free") for i in range(300)]
     await load(warehouse, first[:10])  # the tables exist: the next loads cast before waiting
     second = [order(f"b-{i}", total=str(i), coupon="x") for i in range(1200)]  # a new column
+    second += [identify(f"b-u{i}", i, "2026-11-24T10:00:00Z", "pro") for i in reversed(range(300))]
 
     async def send(events: list[dict[str, Any]]) -> None:
         [request] = warehouse.encode(events).requests
@@ -321,3 +335,9 @@ async def test_loads_in_flight_together_land_every_row_once(
     assert total == 2 * sum(range(1200))  # the text totals were cast to the integer column
     [(tracks,)] = await select(warehouse, "SELECT count(*) FROM web.tracks")
     assert tracks == 2400
+    [(identifies,)] = await select(warehouse, "SELECT count(*) FROM web.identifies")
+    assert identifies == 600
+    users = await select(
+        warehouse, "SELECT plan, seen_a, seen_b, count(*) FROM web.users GROUP BY 1, 2, 3"
+    )
+    assert users == [("pro", True, True, 300)]  # the newer identify's plan, both traits kept
