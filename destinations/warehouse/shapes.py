@@ -449,6 +449,8 @@ class Materializer:
         layout = tuple(targets)
         factory = _EMITTERS.get((shape, layout))
         if factory is None:
+            if len(_EMITTERS) >= SHAPES_LIMIT:
+                _EMITTERS.clear()  # columns changed often: compile again what is still used
             factory = _EMITTERS[(shape, layout)] = _emitter_factory(shape, layout)
         arguments: list[Any] = [typed.fold]
         for table, _, order in layout:
