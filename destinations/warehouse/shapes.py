@@ -132,6 +132,9 @@ class EventShape:
     nodes: tuple[_Node, ...]
     #: Flat positions of arrays and too-deep objects, kept as JSON text.
     json_positions: frozenset[int] = field(default_factory=frozenset)
+    #: Two keys name one column (``accountType`` and ``account_type``): the later in the
+    #: object wins, so an event of this shape must have its keys in this shape's order.
+    order_matters: bool = False
 
 
 # ---------------------------------------------------------------- shapes
@@ -281,6 +284,16 @@ def _compile(event: Event, schema: str, values: list[Any], top_size: int) -> Eve
                 sources.append(len(values) + len(constants))
                 constants.append(value)
         plans.append(RowPlan(row.table, tuple(row.values), tuple(sources)))
+    # Where two keys name one column, which value wins depends on their order: the plan
+    # made with every object's keys reversed then differs.
+    reversed_probe = {**probe}
+    for index in (_CONTEXT, _OWN):
+        if type(values[index]) is dict:
+            reversed_probe[fields[index]] = _reversed(probe[fields[index]])
+    # (Compared as mappings: the order of a row's columns is the table's, not the event's.)
+    order_matters = [(row.table, dict(row.values)) for row in rows_for(reversed_probe, schema)] != [
+        (row.table, dict(row.values)) for row in planned
+    ]
     shape = EventShape(
         schema,
         tuple(plans),
@@ -289,9 +302,15 @@ def _compile(event: Event, schema: str, values: list[Any], top_size: int) -> Eve
         top_size,
         tuple(nodes),
         frozenset(json_positions),
+        order_matters,
     )
     # Cheap insurance: the plan gives this event's reference rows.
     return shape if _same_rows(_rows_of(shape, values), reference) else None
+
+
+def _reversed(obj: dict[Any, Any]) -> dict[Any, Any]:
+    """``obj`` (a probe's object) with the keys of every object in reverse order."""
+    return {k: _reversed(v) if type(v) is dict else v for k, v in reversed(obj.items())}
 
 
 def _rows_of(shape: EventShape, values: Sequence[Any]) -> tuple[Row, ...]:
@@ -381,10 +400,9 @@ class Materializer:
                     add(row)
                 continue
             top: list[Any] = list(map(event.get, fields))
-            kinds = tuple(map(type, top))
             detail: Any = None
             if kind == "track":
-                if kinds[_EXTRA] not in _NAME_KINDS:
+                if type(top[_EXTRA]) not in _NAME_KINDS:
                     self.unplanned += 1
                     for row in rows_for(event, schema):
                         add(row)
@@ -394,13 +412,15 @@ class Materializer:
                 detail = top[_USER_ID] == ""  # no users row for an empty userId
             elif kind == "group":
                 detail = top[_EXTRA] == ""
-            own = top[_OWN]
-            key = (schema, kind, detail, kinds, tuple(own) if kinds[_OWN] is dict else None)
-            # The function that took this top level last in this batch, then the shapes last
-            # seen there, then the whole signature.
-            emit = last.get(key)
+            # The function that took an event of this type (and name) last in this batch,
+            # then the shapes last seen with this top level, then the whole signature.
+            brief = (schema, kind, detail)
+            emit = last.get(brief)
             done = None if emit is None else emit(top)
             if done is None:
+                kinds = tuple(map(type, top))
+                own = top[_OWN]
+                key = (schema, kind, detail, kinds, tuple(own) if kinds[_OWN] is dict else None)
                 shape: EventShape | None = None
                 for shape in recent_of.get(key, ()):
                     emit = bound.get(shape) or self._bind(shape)
@@ -418,7 +438,7 @@ class Materializer:
                         add(row)
                     continue
                 used.add(shape)
-                last[key] = emit
+                last[brief] = emit
             if not done:  # a value cannot be cast: the reference path keeps it in discards
                 self.uncastable += 1
                 for row in rows_for(event, schema):
@@ -482,9 +502,10 @@ def _emitter_factory(shape: EventShape, layout: tuple[Any, ...]) -> Any:
     ``make`` takes :meth:`~.schema.TypedRows.fold`, then per event table its rows by id and
     the ``uuid_ts`` its rows end with, per state table the table.
 
-    ``emit(top)`` takes the event's top-level values (whose types and own object's keys the
-    caller matched already) and returns None if the event's objects are not exactly this
-    shape's (keys in order, value types); False if a value cannot be cast (nothing is put);
+    ``emit(top)`` takes the event's top-level values (:data:`_FIELDS` of its call type) and
+    returns None if the event is not of this shape (value types, every object's keys, in
+    order where :attr:`EventShape.order_matters`); False if a value cannot be cast (nothing
+    is put);
     else True, each row put in place: an event table's tuple under its id unless the batch
     has that id already, a state row folded.
     """
@@ -497,30 +518,49 @@ def _emitter_factory(shape: EventShape, layout: tuple[Any, ...]) -> Any:
         namespace[name] = value
         return name
 
+    def type_checks(values: Sequence[str], kinds: Sequence[type], indent: str) -> list[str]:
+        checks = " or ".join(
+            f"type({value}) is not {constant(kind)}"
+            for value, kind in zip(values, kinds, strict=True)
+        )
+        return [f"{indent}if {checks}:", f"{indent}    return None"] if checks else []
+
     top_names = [f"t{i}" for i in range(shape.top_size)]
     body.append(f"        {', '.join(top_names)}, = top")
     names.update(enumerate(top_names))
+    # The call type is what found this function; every other top-level value's type is
+    # checked (a track named 1 and one named True share a name in a dict, not a table).
+    body += type_checks(top_names[1:], shape.kinds[1 : shape.top_size], "        ")
+    reads: list[str] = []  # inside ``try``: a key the event lacks is a KeyError
     for node in shape.nodes:
         holder = (
             top_names[node.offset]
             if node.parent is None
             else names[shape.nodes[node.parent].start + node.offset]
         )
-        if node.parent is not None or node.offset != _OWN:  # the own keys: matched already
-            body += [
-                f"        if tuple({holder}) != {constant(node.keys)}:",
-                "            return None",
-            ]
         values = [f"v{node.start + offset}" for offset in range(len(node.keys))]
         for offset, value in enumerate(values):
             names[node.start + offset] = value
-        if values:
-            body.append(f"        {', '.join(values)}, = {holder}.values()")
-            checks = " or ".join(
-                f"type({value}) is not {constant(kind)}"
-                for value, kind in zip(values, node.kinds, strict=True)
-            )
-            body += [f"        if {checks}:", "            return None"]
+        if shape.order_matters:
+            reads += [
+                f"            if tuple({holder}) != {constant(node.keys)}:",
+                "                return None",
+            ]
+            if values:
+                reads.append(f"            {', '.join(values)}, = {holder}.values()")
+        else:
+            # The same number of keys, each of them there: the same keys, in any order.
+            reads += [
+                f"            if len({holder}) != {len(node.keys)}:",
+                "                return None",
+            ]
+            reads += [
+                f"            {value} = {holder}[{constant(key)}]"
+                for value, key in zip(values, node.keys, strict=True)
+            ]
+        reads += type_checks(values, node.kinds, "            ")
+    if reads:
+        body += ["        try:", *reads, "        except KeyError:", "            return None"]
     for position in sorted(shape.json_positions):
         body.append(f"        {names[position]} = dumps({names[position]}).decode()")
 

@@ -237,17 +237,25 @@ def test_shaped_rows_are_the_reference_rows(seed: int) -> None:
 
 
 def test_objects_alike_but_for_keys_or_types_are_told_apart() -> None:
-    """Events whose top level is the same (what picks the guards to try) but whose nested
-    objects differ in a key, in its order, or in a value's type."""
+    """Events of one call type and name (what picks the functions to try) whose objects
+    differ in a key, a key more, the order of keys naming one column, or a value's type."""
     contexts: list[dict[str, Any]] = [
         {"ip": "1.2.3.4", "page": {"path": "/a", "url": "https://x/a"}},
         {"ip": "1.2.3.4", "page": {"path": "/a", "referrer": "https://x/a"}},
         {"locale": "de", "page": {"path": "/a", "url": "https://x/a"}},
+        {"ip": "1.2.3.4", "page": {"path": "/a", "url": "https://x/a", "title": "A"}},
+        {"ip": "1.2.3.4", "page": {"path": "/a", "url": "https://x/a"}, "locale": "de"},
         {"page": {"path": "/a", "url": "https://x/a"}, "ip": "1.2.3.4"},
         {"ip": "1.2.3.4", "page": {"url": "https://x/a", "path": "/a"}},
         {"ip": 1234, "page": {"path": "/a", "url": "https://x/a"}},
         {"ip": "1.2.3.4", "page": {"path": ["/a"], "url": "https://x/a"}},
         {"ip": "1.2.3.4", "page": {"path": {"full": "/a"}, "url": "https://x/a"}},
+    ]
+    properties: list[dict[str, Any]] = [
+        {"accountType": 1, "account_type": "one"},  # one column: the later key wins
+        {"account_type": "one", "accountType": 1},
+        {"accountType": 1, "account_type": "one", "plan": "pro"},
+        {"accountType": 1},
     ]
     events = [
         {
@@ -255,11 +263,13 @@ def test_objects_alike_but_for_keys_or_types_are_told_apart() -> None:
             "event": "Viewed",
             "messageId": f"k-{i}",
             "userId": "u1",
-            "context": copy.deepcopy(contexts[i % len(contexts)]),
-            "properties": {"accountType": i, "account_type": str(i)},
+            # Each context with each of the properties in turn, then the other way round.
+            "context": copy.deepcopy(contexts[(i // len(properties)) % len(contexts)]),
+            "properties": dict(properties[i % len(properties)]),
         }
-        for i in range(10 * len(contexts))
+        for i in range(2 * len(contexts) * len(properties))
     ]
+    events += [{**event, "messageId": f"r-{i}"} for i, event in enumerate(reversed(events))]
     for state in (state_after(events[:1]), state_after(events)):
         fused, reference, run = both_paths(events, state)
         assert fused == reference
