@@ -128,37 +128,42 @@ class WarehouseDestination(DestinationPlugin[WarehouseSettings, LoadRequest, Loa
     def encode(self, events: Sequence[Event]) -> Encoded[LoadRequest]:
         """Checks only: the load turns events into rows (see ``loader``: while another batch's
         transaction runs, a slice at a time)."""
+        sources = event_sources(events)
+        if sources:
+            schema_of = {source: self.schema_for(source) for source in set(sources)}
+            schemas = [schema_of[source] for source in sources]
+        else:
+            schemas = [self.default_schema] * len(events)
+        message_ids = [event.get("messageId") for event in events]
+        if None not in message_ids and "" not in message_ids and _calls_only(events):
+            # The usual batch: every event is loaded; the request covers them all.
+            return Encoded(
+                [LoadRequest(tuple(events), tuple(schemas), tuple(map(str, message_ids)))]
+            )
         kept: list[Event] = []
-        schemas: list[str] = []
-        message_ids: list[str] = []
+        kept_schemas: list[str] = []
+        kept_ids: list[str] = []
         covers: list[int] = []
         failed: dict[int, DestinationError] = {}
-        sources = event_sources(events)
-        schema_of: dict[str | None, str] = {}
-        for position, event in enumerate(events):
-            message_id = event.get("messageId")
+        for position, (event, message_id) in enumerate(zip(events, message_ids, strict=True)):
             if message_id is None or message_id == "":
                 failed[position] = EncodeError(
                     "the event has no messageId: every warehouse row is keyed on it"
                 )
                 continue
-            source = sources[position] if sources else None
-            schema = schema_of.get(source)
-            if schema is None:
-                schema = schema_of[source] = self.schema_for(source)
             kind = event.get("type")
             if type(kind) is not str or kind not in CALL_TYPES:
                 try:
-                    rows_for(event, schema)  # says what is wrong with it
+                    rows_for(event, schemas[position])  # says what is wrong with it
                 except ValueError as exc:
                     failed[position] = EncodeError(str(exc))
                     continue
             kept.append(event)
-            schemas.append(schema)
-            message_ids.append(str(message_id))
+            kept_schemas.append(schemas[position])
+            kept_ids.append(str(message_id))
             covers.append(position)
         requests = (
-            [LoadRequest(tuple(kept), tuple(schemas), tuple(message_ids), tuple(covers))]
+            [LoadRequest(tuple(kept), tuple(kept_schemas), tuple(kept_ids), tuple(covers))]
             if kept
             else []
         )
@@ -204,3 +209,11 @@ class WarehouseDestination(DestinationPlugin[WarehouseSettings, LoadRequest, Loa
             "transactions": response.transactions,
             "seconds": round(response.seconds, 6),
         }
+
+
+def _calls_only(events: Sequence[Event]) -> bool:
+    """Every event is one of the six calls (a ``type`` that is not even text is not)."""
+    try:
+        return {event.get("type") for event in events} <= CALL_TYPES
+    except TypeError:  # an object or array as the type
+        return False
