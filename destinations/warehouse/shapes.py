@@ -39,6 +39,9 @@ from typing import Any
 import orjson
 
 from destinations.warehouse.schema import (
+    CASTS,
+    INT64_MAX,
+    INT64_MIN,
     MAX_DEPTH,
     UNCASTABLE,
     UPSERTED,
@@ -91,6 +94,7 @@ RECENT_PER_KEY = 3
 #: Compiled functions, by shape and the columns they were bound to.
 _EMITTERS: dict[tuple[Any, ...], Any] = {}
 _UNSEEN: Any = object()
+_TO_INTEGER = CASTS[ColumnType.INTEGER]
 
 
 @dataclass(frozen=True, slots=True)
@@ -577,6 +581,16 @@ def _emitter_factory(shape: EventShape, layout: tuple[Any, ...]) -> Any:
             return raw
         found = casts.get((source, cast_to))
         if found is None:
+            if cast_to is _TO_INTEGER and shape.kinds[source] is int:
+                # An integer into an integer column: only its range is checked (inline).
+                found = casts[(source, cast_to)] = raw
+                body.extend(
+                    [
+                        f"        if not {INT64_MIN} <= {raw} <= {INT64_MAX}:",
+                        "            return False",
+                    ]
+                )
+                return found
             found = casts[(source, cast_to)] = f"c{len(casts)}"
             body.extend(
                 [
