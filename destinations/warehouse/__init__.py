@@ -1,13 +1,15 @@
 """The warehouse destination: Segment's warehouse schema in PostgreSQL or a DuckDB file.
 
 One folder, data flowing top to bottom: :mod:`.config` (settings), :mod:`.naming` (Segment's
-identifiers), :mod:`.schema` (events -> rows, types, evolution: pure), :mod:`.sql` (the SQL
-both backends share), :mod:`.loader` (a load: one transaction, bad rows isolated), the two
+identifiers), :mod:`.schema` (events -> rows, types, evolution: pure, the reference),
+:mod:`.shapes` (the same rows, fast: one compiled function per event shape), :mod:`.sql` (the
+SQL both backends share), :mod:`.loader` (a load: one transaction, bad rows isolated), the two
 backends :mod:`.postgres` and :mod:`.duckdb_file`, and :mod:`.cli` (``router warehouse``).
 
-In the plugin contract: :meth:`encode` turns each event into its rows (pure), :meth:`send`
-loads a batch and returns what it wrote, :meth:`check` names the events whose rows the
-warehouse refused (dead-lettered alone, the rest of the batch is loaded).
+In the plugin contract: :meth:`encode` checks each event (a messageId, one of the calls) and
+gives the batch's schemas, :meth:`send` turns the events into rows and loads them, returning
+what it wrote, :meth:`check` names the events whose rows the warehouse refused
+(dead-lettered alone, the rest of the batch is loaded).
 """
 
 from __future__ import annotations
