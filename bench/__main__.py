@@ -3,7 +3,8 @@
     python -m bench [--quick] [--only NAME[,NAME]] [--out FILE] [--memory-events N]
 
 Figures, in order (each its own module, broker and topic prefix): processor, delivery,
-latency, isolation, gateway, memory, warehouse (its own PostgreSQL cluster, no broker).
+latency, isolation, gateway, memory, warehouse (its own PostgreSQL cluster, no broker),
+lifecycle (``router run`` start and stop, absolute targets).
 Each figure is a ratio to a baseline measured in the same run on the same broker. The
 table goes to stdout; progress to stderr; the JSON (figure, ours, baseline, ratio, target,
 pass, unit, details) to ``--out`` (default ``bench/results/<timestamp>.json``). A missed
@@ -33,6 +34,7 @@ from bench import (
     gateway_bench,
     isolation_bench,
     latency_bench,
+    lifecycle_bench,
     memory_bench,
     processor_bench,
     warehouse_bench,
@@ -47,6 +49,7 @@ FIGURES: dict[str, Callable[[argparse.Namespace], Awaitable[list[Result]]]] = {
     "gateway": lambda a: gateway_bench.run(a.quick),
     "memory": lambda a: memory_bench.run(a.quick, a.memory_events),
     "warehouse": lambda a: warehouse_bench.run(a.quick),
+    "lifecycle": lambda a: lifecycle_bench.run(a.quick),
 }
 
 

@@ -1,7 +1,7 @@
 """The whole router as it runs in production, for the latency and isolation figures.
 
 A fresh broker and topic prefix, the recording sink, ``router process`` and one delivery agent
-(``python -m router.delivery``) for the 5 destinations of the bench workspace, each its own
+(``router deliver``) for the 5 destinations of the bench workspace, each its own
 process, warmed up until events reach every destination. Events are written to
 ``events.raw`` by this process with ``context.benchNs`` (the write time), so the sink
 measures write -> arrival for every delivered event.

@@ -381,7 +381,7 @@ class SinkProcess(Process):
 
 
 class RoleProcess(Process):
-    """A router role run as in production (``router process`` / ``python -m router.delivery``).
+    """A router role run as in production (``router process`` / ``router deliver``).
 
     Progress is read from its own ``/metrics``; :meth:`sample_rss` records its RSS.
     """
@@ -401,7 +401,7 @@ class RoleProcess(Process):
     def agent(
         cls, config: str, destinations: Sequence[str], log_dir: str, name: str
     ) -> RoleProcess:
-        argv = [PYTHON, "-m", "router.delivery", "--config", config, "--log-level", "WARNING"]
+        argv = [PYTHON, "-m", "router.cli", "deliver", "--config", config, "--log-level", "warning"]
         for dest in destinations:
             argv += ["--destination", dest]
         return cls(argv, name=name, log_dir=log_dir)

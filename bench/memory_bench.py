@@ -2,7 +2,7 @@
 
 1. ``events`` (default 1,000,000) bench events (~420 bytes) are written to ``events.raw``.
 2. ``router process`` drains them into the 5 destination topics (fresh dedup store).
-3. Two delivery agents (``python -m router.delivery``) start together, each on a backlog
+3. Two delivery agents (``router deliver``) start together, each on a backlog
    already in its topic: one delivers ``amplitude`` (every event) to the sink in batches of
    100; the other serves ``mixpanel``, whose URL refuses connections for the whole backlog,
    so every event goes to its retry topic (and comes back when due).

@@ -1,8 +1,10 @@
 """The processor's stages alone, no Kafka: events/s of Pipeline.process on the bench workload.
 
-Usage: python -m bench.pipeline_micro [--profile] [--plan] [--no-schema]  (--plan: with the
-tracking plan, as the processor figure of ``python -m bench`` runs it; the source schema is
-observed per batch as the processor does, unless --no-schema)
+Usage: python -m bench.pipeline_micro [--profile] [--plan] [--no-schema] [--suppressed N]
+(--plan: with the tracking plan, as the processor figure of ``python -m bench`` runs it; the
+source schema is observed per batch as the processor does, unless --no-schema;
+--suppressed N: N users suppressed, none of them in the workload, so every event pays the
+lookup)
 """
 
 from __future__ import annotations
@@ -51,7 +53,12 @@ d = Deduplicator(tempfile.mkdtemp(), 86400)
 # The processor opens a partition's store when the partition is assigned, not per batch:
 # leave opening the four RocksDB stores (tens of ms) out of the timed loop.
 d.open(range(4))
-p = Pipeline(compiled, topics, d, {topics.destination(x): 4 for x in compiled.destinations})
+suppressed = None
+if "--suppressed" in sys.argv:
+    count = int(sys.argv[sys.argv.index("--suppressed") + 1])
+    suppressed = {f"suppressed-{i}" for i in range(count)}
+partitions = {topics.destination(x): 4 for x in compiled.destinations}
+p = Pipeline(compiled, topics, d, partitions, suppressed)
 if "--no-schema" not in sys.argv:
     p.observe = SourceSchemas().observe
 t = time.perf_counter()

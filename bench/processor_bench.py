@@ -8,6 +8,11 @@ one filter and one transformation per destination, 5 destinations), in this proc
 loops, each run with its own consumer group and a fresh dedup store. Rounds alternate
 floor / ours / ceiling; each figure is the median of its rounds.
 
+Privacy rows: the Processor with the plan on and 10,000 users suppressed (none of them in the
+workload, so every event pays the suppression lookup and none is spared any work) against
+the same Processor with the plan off and nothing suppressed (the target), and against the
+plan on with nothing suppressed (what suppression alone costs), in the same rounds.
+
 Usage: python -m bench.processor_bench [--events 100000] [--rounds 3]  (or python -m bench)
 """
 
@@ -28,8 +33,10 @@ from prometheus_client import CollectorRegistry
 
 from bench.harness import Result, fresh_broker, fresh_kafka, log, produce_backlog
 from bench.workload import DESTINATIONS, WRITE_KEY, bench_workspace, realistic_event
+from router.broker.clients import BatchSender, OutRecord, make_producer
 from router.broker.topics import Topics, ensure_topics
 from router.config import KafkaSettings
+from router.privacy.records import Suppression
 from router.processor import Processor
 
 __all__ = ["DESTINATIONS", "WRITE_KEY", "bench_workspace", "realistic_event"]
@@ -100,9 +107,31 @@ async def baseline(
         await producer.stop()
 
 
-async def ours(kafka: KafkaSettings, count: int) -> float:
+SUPPRESSED_USERS = 10_000
+
+
+async def suppress_users(kafka: KafkaSettings, count: int) -> None:
+    """``count`` suppression records (users the workload never sends) on the bench's prefix."""
+    topics = Topics(kafka.topic_prefix)
+    producer = make_producer(kafka, role="bench")
+    await producer.start()
+    try:
+        records = [
+            OutRecord(
+                topics.suppressions,
+                f"suppressed-{i}".encode(),
+                Suppression(f"suppressed-{i}", "bench", time.time(), None).value(),
+            )
+            for i in range(count)
+        ]
+        await BatchSender(producer).send(records)
+    finally:
+        await producer.stop()
+
+
+async def ours(kafka: KafkaSettings, count: int, *, plan: bool = True) -> float:
     with tempfile.TemporaryDirectory() as state:
-        workspace = bench_workspace(kafka, state, plan=True)
+        workspace = bench_workspace(kafka, state, plan=plan)
         registry = CollectorRegistry()
         processor = Processor(workspace, registry, group_id=f"bench-ours-{uuid.uuid4().hex[:6]}")
         await processor.start()
@@ -144,9 +173,40 @@ async def measure(events: int, rounds: int) -> dict[str, list[float]]:
         return results
 
 
+async def measure_privacy(events: int, rounds: int) -> dict[str, list[float]]:
+    """events/s of the plan-off processor with nothing suppressed ("plain") and of the
+    plan-on processor with 10,000 users suppressed ("privacy"), alternating."""
+    async with fresh_broker() as broker:
+        kafka = fresh_kafka(broker, "privacy")
+        topics = Topics(kafka.topic_prefix)
+        await ensure_topics(kafka, topics.for_workspace(bench_workspace(kafka, "/tmp")))
+        seconds = await produce_backlog(kafka, topics.raw, events)
+        log(f"processor (privacy): {events} events written in {seconds:.1f}s")
+        plain_kafka = kafka
+        privacy_kafka = fresh_kafka(broker, "privacy-suppressed")
+        privacy_topics = Topics(privacy_kafka.topic_prefix)
+        await ensure_topics(
+            privacy_kafka, privacy_topics.for_workspace(bench_workspace(privacy_kafka, "/tmp"))
+        )
+        await produce_backlog(privacy_kafka, privacy_topics.raw, events)
+        await suppress_users(privacy_kafka, SUPPRESSED_USERS)
+        results: dict[str, list[float]] = {"plain": [], "privacy": [], "plan": []}
+        for i in range(rounds):
+            results["plain"].append(await ours(plain_kafka, events, plan=False))
+            results["privacy"].append(await ours(privacy_kafka, events, plan=True))
+            results["plan"].append(await ours(plain_kafka, events, plan=True))
+            log(
+                f"processor privacy round {i + 1}: plan + {SUPPRESSED_USERS} suppressed "
+                f"{results['privacy'][-1]:.0f}/s, plan off {results['plain'][-1]:.0f}/s, "
+                f"plan, none suppressed {results['plan'][-1]:.0f}/s"
+            )
+        return results
+
+
 async def run(quick: bool = False) -> list[Result]:
     events, rounds = (30_000, 1) if quick else (100_000, 3)
     raw = await measure(events, rounds)
+    privacy = await measure_privacy(events, rounds)
     ours_rate = statistics.median(raw["ours"])
     floor = statistics.median(raw["floor"])
     ceiling = statistics.median(raw["ceiling"])
@@ -165,6 +225,35 @@ async def run(quick: bool = False) -> list[Result]:
             "processor throughput / raw ceiling",
             ours_rate,
             ceiling,
+            unit="events/s",
+            target="report",
+            passed=None,
+            details=details,
+        ),
+        *privacy_results(privacy, events),
+    ]
+
+
+def privacy_results(raw: dict[str, list[float]], events: int) -> list[Result]:
+    with_privacy = statistics.median(raw["privacy"])
+    plain = statistics.median(raw["plain"])
+    plan = statistics.median(raw["plan"])
+    details = {"events": events, "rounds": raw, "suppressed": SUPPRESSED_USERS}
+    thousands = SUPPRESSED_USERS // 1000
+    return [
+        Result(
+            f"processor, plan + {thousands}k suppressed users / plan off",
+            with_privacy,
+            plain,
+            unit="events/s",
+            target=">= 0.8x",
+            passed=with_privacy >= 0.8 * plain,
+            details=details,
+        ),
+        Result(
+            f"processor, plan + {thousands}k suppressed users / plan",
+            with_privacy,
+            plan,
             unit="events/s",
             target="report",
             passed=None,

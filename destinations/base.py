@@ -20,6 +20,10 @@ One attempt, as the lane runs it::
         rejected = plugin.check(request, response)  # raises for the whole request, or names
                                                     # the events the partner refused in it
 
+Privacy deletion is part of the contract too: :meth:`DestinationPlugin.deletion_request`
+gives the request that deletes everything the partner holds about one user (or says why
+there is none), and the regulation worker sends it through the same ``send`` and ``check``.
+
 Every failure is a :class:`DestinationError`. Its ``retriable`` class attribute decides what
 the lane does (retry topic or dead letters); ``reason`` is a short, bounded label used in
 metrics and status records (``http_503``, ``timeout``, ``connection``, ``encode`` ...).
@@ -28,7 +32,7 @@ metrics and status records (``http_503``, ``timeout``, ``connection``, ``encode`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
@@ -62,14 +66,25 @@ class EventBatch(list[Event]):
     :func:`raw_events` and :func:`event_sources`.
     """
 
-    __slots__ = ("raw", "sources")
+    __slots__ = ("_find_sources", "_sources", "raw")
 
     def __init__(
-        self, events: list[Event], raw: list[bytes], sources: list[str | None] | None = None
+        self,
+        events: list[Event],
+        raw: list[bytes],
+        sources: list[str | None] | Callable[[], list[str | None]] | None = None,
     ) -> None:
         super().__init__(events)
         self.raw = raw
-        self.sources = sources
+        # A callable is asked on first use: most plugins never read the sources.
+        self._sources = None if callable(sources) else sources
+        self._find_sources = sources if callable(sources) else None
+
+    @property
+    def sources(self) -> list[str | None] | None:
+        if self._sources is None and self._find_sources is not None:
+            self._sources = self._find_sources()
+        return self._sources
 
 
 def raw_events(events: Sequence[Event]) -> list[bytes] | None:
@@ -128,6 +143,13 @@ class PartnerResponse:
             if key.lower() == lowered:
                 return value
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class DeletionUnsupported:
+    """Why a destination cannot delete a user's data; a regulation lists it as not supported."""
+
+    reason: str
 
 
 # ---------------------------------------------------------------- errors
@@ -330,6 +352,9 @@ class DestinationPlugin(ABC, Generic[SettingsT, RequestT, ResponseT]):
     accepts_idempotency_key: ClassVar[bool] = False
     #: Bytes of request/response bodies kept in dead letters and status records.
     detail_body_limit: ClassVar[int] = 8 * 1024
+    #: Why this destination type cannot delete a user's data (what the default
+    #: :meth:`deletion_request` answers); plugins that can override the method.
+    deletion_unsupported: ClassVar[str] = "the partner offers no API to delete a user's data"
 
     def __init__(self, destination: Destination, context: PluginContext) -> None:
         self.destination = destination
@@ -410,6 +435,19 @@ class DestinationPlugin(ABC, Generic[SettingsT, RequestT, ResponseT]):
         reports per event (Mixpanel's ``failed_records``, Amplitude's throttled users) fails
         only those events, and the rest count as delivered.
         """
+
+    # ------------------------------------------------------------ privacy
+
+    def deletion_request(self, user_id: str) -> RequestT | DeletionUnsupported:
+        """The request that deletes everything the partner holds about ``user_id`` (a privacy
+        regulation), or why this destination cannot (settings missing, no such API).
+
+        The regulation worker sends it with :meth:`send` and judges the answer with
+        :meth:`check`, like any request: ``check`` raising, or naming a refused event, is a
+        failed attempt, tried again with backoff. A partner that takes the request and
+        deletes later (most do, within days) counts as done once it accepted the request.
+        """
+        return DeletionUnsupported(self.deletion_unsupported)
 
     def status_of(self, response: ResponseT) -> int | None:
         """The HTTP-like status of a response, for status records; None when there is none."""

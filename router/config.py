@@ -176,16 +176,36 @@ class OnlyFilter(Model):
     condition: str = Field(alias="if")
 
 
+def _check_unprotected(fields: Iterable[str], action: str) -> None:
+    """No dot path may start at a top-level id: removing or replacing one (``userId.x``
+    replaces the id with an object) would deliver events without identity."""
+    for field in fields:
+        if field.split(".", 1)[0] in PROTECTED_FIELDS:
+            raise ValueError(f"{field!r} is a top-level id and cannot be {action}")
+
+
 class DropPropertiesFilter(Model):
     type: Literal["drop_properties"]
     fields: list[str] = Field(min_length=1)
     condition: str | None = Field(default=None, alias="if")
+
+    @field_validator("fields")
+    @classmethod
+    def _not_ids(cls, value: list[str]) -> list[str]:
+        _check_unprotected(value, "dropped")
+        return value
 
 
 class AllowPropertiesFilter(Model):
     type: Literal["allow_properties"]
     fields: list[str] = Field(min_length=1)
     condition: str | None = Field(default=None, alias="if")
+
+    @field_validator("fields")
+    @classmethod
+    def _not_ids(cls, value: list[str]) -> list[str]:
+        _check_unprotected(value, "filtered")
+        return value
 
 
 Filter = Annotated[
@@ -194,12 +214,6 @@ Filter = Annotated[
 ]
 
 # ---------------------------------------------------------------- transformations
-
-
-def _check_unprotected(fields: Iterable[str]) -> None:
-    for field in fields:
-        if field in PROTECTED_FIELDS:
-            raise ValueError(f"{field!r} is a top-level id and cannot be transformed")
 
 
 class RenameEvent(Model):
@@ -216,7 +230,7 @@ class RenameProperties(Model):
     @field_validator("fields")
     @classmethod
     def _not_ids(cls, value: dict[str, str]) -> dict[str, str]:
-        _check_unprotected([*value, *value.values()])
+        _check_unprotected([*value, *value.values()], "transformed")
         return value
 
 
@@ -228,7 +242,7 @@ class SetValues(Model):
     @field_validator("values")
     @classmethod
     def _not_ids(cls, value: dict[str, Any]) -> dict[str, Any]:
-        _check_unprotected(value)
+        _check_unprotected(value, "transformed")
         return value
 
 
@@ -331,6 +345,11 @@ class DeliveryOptions(Model):
         return self
 
 
+#: A destination's PII choice: ``allow`` (every declared PII field in clear), or the declared
+#: rules (their ``path`` or ``pattern`` as written) it may receive in clear; absent: none.
+PiiAllowance = Literal["allow"] | list[str]
+
+
 class Destination(Model):
     id: str = Field(pattern=ID_PATTERN)
     name: str = Field(min_length=1, description="display name, the key in `integrations`")
@@ -342,6 +361,81 @@ class Destination(Model):
     filters: list[Filter] = Field(default_factory=list)
     transformations: list[Transformation] = Field(default_factory=list)
     delivery: DeliveryOptions = Field(default_factory=DeliveryOptions)
+    #: PII this destination may receive in clear (see :class:`PrivacySettings`); by default
+    #: every field declared PII is hashed or dropped on its way here.
+    pii: PiiAllowance | None = None
+
+
+# ---------------------------------------------------------------- privacy
+
+#: Names a PII pattern may use: letters, digits, ``_ - $ .`` and the globs ``* ? [ ]``.
+_PII_PATTERN = r"^[A-Za-z0-9_$.*?\[\]-]+$"
+
+
+class PiiField(Model):
+    """A field declared PII: one dot path, or a glob over field names (``*email*``, any case)
+    matched inside ``properties``, ``traits`` and ``context`` at any depth."""
+
+    path: str | None = Field(default=None, min_length=1)
+    pattern: str | None = Field(default=None, pattern=_PII_PATTERN)
+    action: Literal["hash", "drop"] = "hash"
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> PiiField:
+        if (self.path is None) == (self.pattern is None):
+            raise ValueError("give exactly one of path or pattern")
+        if self.path is not None:
+            top = self.path.split(".", 1)[0]
+            if top in PROTECTED_FIELDS or self.path in PROTECTED_FIELDS:
+                raise ValueError(f"{self.path!r} is a top-level id: routing and deletion need it")
+        return self
+
+    @property
+    def name(self) -> str:
+        """How destinations name this rule in ``pii``: its path or pattern as written."""
+        return self.path if self.path is not None else str(self.pattern)
+
+
+class DeletionSettings(Model):
+    """How the regulation worker (ops role) sends deletion requests to destinations."""
+
+    #: Wait this long after a regulation before asking destinations to delete, so events of
+    #: the user already on their way (routed before the suppression took effect, in a
+    #: request in flight) land first and are deleted with the rest.
+    delay: Duration = 30.0
+    #: Attempts per destination before a deletion stays failed (every failure is retried).
+    max_attempts: int = Field(default=10, ge=1, le=100)
+    backoff_min: Duration = 30.0
+    backoff_max: Duration = 3600.0
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> DeletionSettings:
+        if self.backoff_min > self.backoff_max:
+            raise ValueError("backoff_min must not exceed backoff_max")
+        return self
+
+
+class PrivacySettings(Model):
+    """PII classification and the deletion worker (suppression lives in Kafka, not here)."""
+
+    #: Fields declared PII: hashed or dropped for every destination that does not allow them.
+    pii: list[PiiField] = Field(default_factory=list)
+    #: The salt of PII hashes (SHA-256 of salt + value): a secret, or hashes of guessable
+    #: values (emails, phone numbers) could be reversed by trying them.
+    hash_salt: SecretStr | None = None
+    deletion: DeletionSettings = Field(default_factory=DeletionSettings)
+
+    @model_validator(mode="after")
+    def _salted(self) -> PrivacySettings:
+        if any(rule.action == "hash" for rule in self.pii) and self.hash_salt is None:
+            raise ValueError("hash_salt is required when a PII field is hashed")
+        if self.hash_salt is not None and len(self.hash_salt.get_secret_value()) < 8:
+            raise ValueError("hash_salt must be at least 8 characters")
+        names = [rule.name for rule in self.pii]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"PII rules declared more than once: {', '.join(repeated)}")
+        return self
 
 
 # ---------------------------------------------------------------- runtime
@@ -353,6 +447,9 @@ class KafkaSettings(Model):
     partitions: int = Field(default=4, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1, le=16)
     client_id: str = "event-router"
+    #: How soon a consumer that stopped heartbeating (a killed process) loses its partitions.
+    #: Kafka brokers refuse less than 6 s by default (group.min.session.timeout.ms).
+    session_timeout: Duration = Field(default=6.0, ge=1.0, le=300.0)
 
 
 class ProcessorSettings(Model):
@@ -404,6 +501,7 @@ class Workspace(Model):
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     sources: list[Source] = Field(min_length=1)
     destinations: list[Destination] = Field(default_factory=list)
     tracking_plans: list[TrackingPlan] = Field(default_factory=list)
@@ -423,6 +521,14 @@ class Workspace(Model):
                 for sid in dest.sources
                 if sid not in source_ids
             )
+        declared = {rule.name for rule in self.privacy.pii}
+        for i, dest in enumerate(self.destinations):
+            if isinstance(dest.pii, list):
+                problems.extend(
+                    f"destinations[{i}].pii: {name!r} is not a PII rule under privacy.pii"
+                    for name in dest.pii
+                    if name not in declared
+                )
         for i, source in enumerate(self.sources):
             plan = source.tracking_plan
             if plan and plan.plan not in plan_ids:

@@ -30,8 +30,9 @@ class DemoSink(RoleBase):
 
     name = "demo-sink"
 
-    def __init__(self, port: int = DEMO_SINK_PORT) -> None:
+    def __init__(self, port: int = DEMO_SINK_PORT, host: str = "127.0.0.1") -> None:
         self.port = port
+        self.host = host
         self.received = 0
         self._runner: web.AppRunner | None = None
 
@@ -54,8 +55,8 @@ class DemoSink(RoleBase):
         app.router.add_post("/{tail:.*}", self._receive)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        logger.info("demo sink printing deliveries to http://127.0.0.1:%d/", self.port)
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        logger.info("demo sink printing deliveries to http://%s:%d/", self.host, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:

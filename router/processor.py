@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from destinations.base import CALL_TYPES
 from destinations.registry import get_plugin
+from router.backoff import Backoff
 from router.broker.clients import BatchSender, make_consumer, make_producer
 from router.broker.topics import Topics, ensure_topics, topics_for
 from router.config import Workspace
@@ -31,6 +32,7 @@ from router.observability.processor import ProcessorMetrics
 from router.pipeline.compile import compile_workspace
 from router.pipeline.dedup import Deduplicator
 from router.pipeline.pipeline import BatchResult, Pipeline
+from router.privacy.state import SuppressionList
 from router.roles import RoleBase
 from router.schema_topic import SchemaKeeper
 
@@ -103,6 +105,9 @@ class Processor(RoleBase):
         self.dedup = Deduplicator(
             state, settings.dedup_window, on_empty_store=self.metrics.on_empty_store
         )
+        #: Suppressed users, read whole before the first batch and followed meanwhile.
+        self.suppressions = SuppressionList()
+        self._suppression_tail = self.suppressions.tail(kafka, self.topics, role="processor")
         self.batch_lock = asyncio.Lock()
         self.max_in_flight = 1  # batches whose acks are awaited while the next one is built
         self._in_flight: deque[_InFlight] = deque()
@@ -113,6 +118,7 @@ class Processor(RoleBase):
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._last_progress = time.monotonic()
+        self._failure: str | None = None
         self._last_lag_check = 0.0
         #: Source schemas of what this processor saw (router.schema_topic).
         self.schemas = SchemaKeeper(workspace.kafka, self.topics, interval=settings.schema_interval)
@@ -130,7 +136,11 @@ class Processor(RoleBase):
             dest.topic: len(await producer.partitions_for(dest.topic))
             for dest in compiled.destinations.values()
         }
-        self._pipeline = Pipeline(compiled, self.topics, self.dedup, partition_counts)
+        # Before the first batch: every suppression written so far is in force.
+        await self._suppression_tail.start()
+        self._pipeline = Pipeline(
+            compiled, self.topics, self.dedup, partition_counts, self.suppressions.users
+        )
         self._pipeline.observe = self.schemas.observe
         await self.schemas.start(self._sender)
         consumer = make_consumer(
@@ -143,7 +153,7 @@ class Processor(RoleBase):
         await consumer.start()
         self._consumer = consumer
         self._last_progress = time.monotonic()
-        self._task = asyncio.create_task(self._run(), name="processor-loop")
+        self._task = asyncio.create_task(self._supervised(), name="processor-loop")
         logger.info(
             "processor consuming %s as group %s (%d destinations)",
             self.topics.raw,
@@ -151,12 +161,29 @@ class Processor(RoleBase):
             len(compiled.destinations),
         )
 
+    async def _supervised(self) -> None:
+        """Run the loop; if anything escapes it, say so at once and keep the reason.
+
+        Events cannot end the loop (every stage isolates a failing event), so what does is a
+        bug or a broken environment (a dedup store that cannot be written...): retrying the
+        same batch would fail the same way, so the loop ends for good, the traceback is logged
+        now rather than at shutdown, and :meth:`failure` tells the host, which stops.
+        """
+        try:
+            await self._run()
+        except Exception as exc:
+            self._failure = f"the processor loop stopped: {type(exc).__name__}: {exc}"
+            logger.critical("%s; the processor stops", self._failure, exc_info=exc)
+
+    def failure(self) -> str | None:
+        return self._failure or self._suppression_tail.failure()
+
     async def _run(self) -> None:
         assert self._consumer is not None
         consumer = self._consumer
         timeout_ms = int(self.workspace.processor.poll_timeout * 1000)
         max_records = self.workspace.processor.max_batch
-        backoff = 0.5
+        backoff = Backoff(first=0.5, cap=10.0)
         while not self._stopping.is_set():
             try:
                 # With a batch in flight, poll briefly so its commit is not held back.
@@ -164,7 +191,7 @@ class Processor(RoleBase):
                 polled = await consumer.getmany(timeout_ms=wait, max_records=max_records)
             except KafkaError as exc:
                 logger.warning("poll failed, retrying: %s", exc)
-                await self._sleep(backoff)
+                await backoff.wait(self._stopping)
                 continue
             self._last_progress = time.monotonic()
             self.metrics.on_progress(time.time())
@@ -181,14 +208,13 @@ class Processor(RoleBase):
                         or len(self._in_flight) > self.max_in_flight
                     ):
                         await self._finalize(self._in_flight.popleft())
-                    backoff = 0.5
+                    backoff.reset()
                 except KafkaError as exc:
                     # Outputs may be partly written: rewind to the oldest unfinished batch and
                     # redo everything after it (duplicates downstream are allowed, gaps never).
                     logger.warning("could not write a batch, will redo it: %s", exc)
                     self._rewind()
-                    await self._sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
+                    await backoff.wait(self._stopping)
         async with self.batch_lock:
             await self.drain()
 
@@ -277,10 +303,6 @@ class Processor(RoleBase):
             logger.warning("batch in flight not acknowledged, it will be replayed: %s", exc)
             self._rewind()
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-
     async def stop(self) -> None:
         """Stop fetching, finish the batch in flight (bounded), commit, close."""
         self._stopping.set()
@@ -304,13 +326,17 @@ class Processor(RoleBase):
             with contextlib.suppress(KafkaError, TimeoutError):
                 await asyncio.wait_for(self._sender.producer.stop(), 10)
             self._sender = None
+        await self._suppression_tail.stop()
         self.dedup.close()
 
     def health(self) -> tuple[bool, str]:
         if self._task is None:
             return False, "not running"
+        following = self._suppression_tail.failure()
+        if following:
+            return False, following
         if self._task.done():
-            return False, "processor loop exited"
+            return False, self._failure or "processor loop exited"
         idle = time.monotonic() - self._last_progress
         if idle > 120:
             return False, f"no poll completed for {idle:.0f}s"

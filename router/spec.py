@@ -9,20 +9,33 @@ module checks and completes them in place.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 EVENT_TYPES: Final = frozenset({"track", "identify", "page", "screen", "group", "alias"})
+# Segment's limit, on the event as its client sent it: the body of a single call, one batch
+# item (as compact JSON, before the batch's context and integrations are merged in), or the
+# value of a record a producer wrote to events.raw. What the router adds does not count.
 MAX_EVENT_BYTES: Final = 32 * 1024
-# A record on events.raw may be larger than the event as its client sent it: the router adds
-# receivedAt, originalTimestamp, a messageId and the batch's context. Clients are held to
-# MAX_EVENT_BYTES as sent; stamped records to this.
+# A record the gateway writes is larger than the event its client sent: the router adds
+# receivedAt, originalTimestamp, a messageId and the batch's context. The gateway tells the
+# processor the size as sent in this record header, so the processor holds the record to
+# MAX_EVENT_BYTES as sent (a record without the header: its own size) and to
+# MAX_RECORD_BYTES whole.
+SENT_BYTES_HEADER: Final = "sent-bytes"
 MAX_RECORD_BYTES: Final = 64 * 1024
+# Objects and arrays nested deeper than this are refused (the event itself is level 1). Why a
+# limit at all: orjson, which encodes every event the router writes, refuses more than 254
+# levels, and destinations wrap events in request bodies of their own; a cap far below that
+# (no real event comes near it) keeps every accepted event encodable wherever it goes.
+MAX_DEPTH: Final = 64
 MAX_BATCH_BYTES: Final = 500 * 1024
 MAX_BATCH_EVENTS: Final = 2500
 MAX_MESSAGE_ID_CHARS: Final = 100
 MAX_NAME_CHARS: Final = 255
 _OBJECT_FIELDS: Final = ("properties", "traits", "context", "integrations")
+_CONTAINERS: Final = frozenset({dict, list})
 # What validate() reads for an absent context / integrations, so one type() test passes it.
 _NO_OBJECT: Final[dict[str, Any]] = {}
 
@@ -99,7 +112,10 @@ def validate(event: Any, *, type_hint: str | None = None) -> Event:
 
     message_id = get("messageId")
     if message_id is not None:
-        if not isinstance(message_id, str):
+        if message_id == "":
+            # Absent, so the router fills one: an empty id could never be traced or deduplicated.
+            del event["messageId"]
+        elif not isinstance(message_id, str):
             raise InvalidEvent("invalid_field", "messageId must be a string")
         if len(message_id) > MAX_MESSAGE_ID_CHARS:
             raise InvalidEvent(
@@ -118,17 +134,107 @@ def validate(event: Any, *, type_hint: str | None = None) -> Event:
             value = get(field)
             if value is not None and not isinstance(value, dict):
                 raise InvalidEvent("invalid_field", f"{field} must be an object")
-    # Keys of properties and traits are property names, held to the 255-character limit.
-    # max() over their lengths runs in C; a loop in Python was a third of this function.
-    if properties and max(map(len, properties)) > MAX_NAME_CHARS:
-        raise InvalidEvent(
-            "name_too_long", f"a key in properties is longer than {MAX_NAME_CHARS} characters"
-        )
-    if traits and max(map(len, traits)) > MAX_NAME_CHARS:
-        raise InvalidEvent(
-            "name_too_long", f"a key in traits is longer than {MAX_NAME_CHARS} characters"
-        )
+    # Keys of properties and traits are property names, held to the 255-character limit at
+    # every depth. max() over their lengths runs in C (a loop in Python was a third of this
+    # function), and most events are flat: nested objects are looked for only when a value is
+    # a container, which one C-level pass over the value types tells.
+    if properties and (
+        max(map(len, properties)) > MAX_NAME_CHARS
+        or not _CONTAINERS.isdisjoint(map(type, properties.values()))
+    ):
+        _check_keys(properties, "properties")
+    if traits and (
+        max(map(len, traits)) > MAX_NAME_CHARS
+        or not _CONTAINERS.isdisjoint(map(type, traits.values()))
+    ):
+        _check_keys(traits, "traits")
     return event
+
+
+def _check_keys(root: dict[str, Any], field: str) -> None:
+    """Every key of every object within ``root`` is at most MAX_NAME_CHARS long.
+
+    Iterative, so an event nested 1,000 levels deep (orjson reads that many) cannot exhaust
+    the interpreter's stack before the depth limit refuses it.
+    """
+    pending: list[Any] = [root]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if node and max(map(len, node)) > MAX_NAME_CHARS:
+                where = field if node is root else f"an object nested in {field}"
+                raise InvalidEvent(
+                    "name_too_long", f"a key in {where} is longer than {MAX_NAME_CHARS} characters"
+                )
+            children: Any = node.values()
+        else:
+            children = node
+        pending.extend(child for child in children if isinstance(child, dict | list | tuple))
+
+
+def check_depth(event: Any, encoded: bytes | None = None) -> None:
+    """Refuse an event with objects or arrays nested more than MAX_DEPTH levels.
+
+    ``encoded``: the event's JSON, when at hand. An event with no more brackets in it than the
+    limit cannot be nested deeper than that, so the usual event is decided by two byte counts
+    in C; the others are walked.
+    """
+    if encoded is not None and encoded.count(b"{") + encoded.count(b"[") <= MAX_DEPTH:
+        return
+    pending: list[tuple[Any, int]] = [(event, 1)]
+    while pending:
+        node, depth = pending.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list | tuple):
+                if depth >= MAX_DEPTH:
+                    raise InvalidEvent(
+                        "nesting_too_deep",
+                        f"objects and arrays may be nested at most {MAX_DEPTH} levels deep",
+                    )
+                pending.append((child, depth + 1))
+
+
+def recheck(event: Any) -> Event:
+    """Validate an event a stage returned (source middleware, a transformation).
+
+    The rules of :func:`validate`, plus a ``messageId``: every event has one by then, and
+    destinations, dedup and delivery outcomes are keyed by it.
+    """
+    checked = validate(event)
+    if not isinstance(checked.get("messageId"), str):
+        raise InvalidEvent("missing_message_id", "messageId was removed")
+    return checked
+
+
+# Top-level fields whose values validate() or recheck() read. An edit elsewhere cannot make a
+# valid event invalid; stages use edits_may_invalidate() to re-validate only when it might.
+_CHECKED_FIELDS: Final = frozenset(
+    {
+        *("type", "userId", "anonymousId", "event", "name", "groupId", "previousId"),
+        *("messageId", "properties", "traits", "context", "integrations"),
+    }
+)
+_NAMED_KEYS: Final = frozenset({"properties", "traits"})
+
+
+def edit_may_invalidate(path: Sequence[str], value: Any = None) -> bool:
+    """Whether removing, moving or setting the value at ``path`` (split dot path) can make a
+    valid event invalid; ``value``: what a set writes there.
+
+    Inside ``context`` and ``integrations`` nothing is checked; inside ``properties`` and
+    ``traits`` only key lengths, at every depth. Anything else a check reads may break.
+    """
+    top = path[0]
+    if top not in _CHECKED_FIELDS:
+        return False
+    if len(path) == 1:
+        return True
+    if top in _NAMED_KEYS:
+        return any(len(part) > MAX_NAME_CHARS for part in path) or isinstance(
+            value, dict | list | tuple
+        )
+    return top not in ("context", "integrations")
 
 
 def _id_field(event: Event, field: str) -> str | None:
@@ -153,6 +259,8 @@ def _check_name(name: str, field: str) -> None:
 
 
 def parse_timestamp(value: Any, field: str) -> datetime:
+    """An ISO-8601 timestamp in UTC (no offset: UTC); InvalidEvent if it is none, or if it
+    falls outside years 1-9999 once in UTC (9999-12-31T23:00:00-02:00 does)."""
     if not isinstance(value, str):
         raise InvalidEvent("invalid_timestamp", f"{field} must be an ISO-8601 string")
     try:
@@ -160,15 +268,21 @@ def parse_timestamp(value: Any, field: str) -> datetime:
     except ValueError:
         raise InvalidEvent("invalid_timestamp", f"{field} is not an ISO-8601 timestamp") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise InvalidEvent(
+            "invalid_timestamp", f"{field} is outside years 1-9999 once converted to UTC"
+        ) from None
 
 
 def format_timestamp(moment: datetime) -> str:
-    """ISO-8601 in UTC with milliseconds, as Segment writes them: 2026-11-23T10:00:00.000Z."""
-    return (
-        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    )
+    """ISO-8601 in UTC with milliseconds, as Segment writes them: 2026-11-23T10:00:00.000Z.
+
+    isoformat, not strftime: strftime writes year 1 as "1", which no parser reads back.
+    """
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def now() -> datetime:
@@ -176,16 +290,24 @@ def now() -> datetime:
 
 
 def stamp(
-    event: Event, received_at: datetime, *, sent_at: Any = None, default_id: str | None = None
+    event: Event,
+    received_at: datetime | None,
+    *,
+    sent_at: Any = None,
+    default_id: str | None = None,
 ) -> Event:
     """Set ``receivedAt``, ``messageId`` and the corrected ``timestamp`` (Segment's rules).
 
     ``timestamp = receivedAt - (sentAt - originalTimestamp)``: the sender's clock skew is
     removed. A ``timestamp`` the sender set becomes ``originalTimestamp``. Applying this twice
     gives the same result, so the processor can re-apply it to events the gateway stamped.
+    ``received_at`` is the arrival time for an event without ``receivedAt`` (None: the event
+    has one).
     """
     received_raw = event.get("receivedAt")
     if received_raw is None:
+        if received_at is None:
+            raise InvalidEvent("invalid_timestamp", "receivedAt is required")
         event["receivedAt"] = format_timestamp(received_at)
     else:
         received_at = parse_timestamp(received_raw, "receivedAt")
@@ -207,14 +329,21 @@ def stamp(
     sent = parse_timestamp(sent_at, "sentAt")
     event["sentAt"] = sent_at
     skew: timedelta = sent - original
-    event["timestamp"] = format_timestamp(received_at - skew)
+    try:
+        corrected = received_at - skew
+    except OverflowError:
+        raise InvalidEvent(
+            "invalid_timestamp",
+            "timestamp and sentAt are too far apart: the corrected time is outside years 1-9999",
+        ) from None
+    event["timestamp"] = format_timestamp(corrected)
     return event
 
 
 def partition_key(event: Event) -> bytes:
     """One user's events share a partition (and so stay in order and meet in one dedup store)."""
     user = event.get("userId") or event.get("anonymousId") or ""
-    return str(user).encode()
+    return (user if type(user) is str else str(user)).encode()
 
 
 def received_at_seconds(event: Event) -> float | None:

@@ -40,7 +40,8 @@ def interpolate(node: Any, path: str, problems: list[tuple[str, str]]) -> Any:
         def substitute(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             value = os.environ.get(name)
-            if value is None:
+            # ${VAR:-default} as in a shell: the default also stands in for an empty value.
+            if value is None or (value == "" and default is not None):
                 if default is not None:
                     return default
                 problems.append((path, f"environment variable {name} is not set"))

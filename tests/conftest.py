@@ -11,6 +11,7 @@ import pytest
 from router.broker.embedded import EmbeddedBroker
 from router.config import KafkaSettings
 from tests.delivery.sink import Sink
+from tests.postgres_server import PostgresServer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -30,6 +31,13 @@ def broker() -> Iterator[str]:
         return
     with EmbeddedBroker() as embedded:
         yield embedded.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server (Debian's binaries, a temporary data directory) per run."""
+    with PostgresServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -194,3 +194,17 @@ def test_console_token_is_a_secret_of_16_characters_or_more() -> None:
     workspace = validate_workspace({**base, "ops": {"admin_token": "a-long-enough-token"}})
     assert workspace.ops.admin_token is not None
     assert "a-long-enough-token" not in repr(workspace)
+
+
+def test_a_default_also_stands_in_for_an_empty_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``${VAR:-default}`` as a shell and Compose read it: unset or empty -> the default."""
+    monkeypatch.setenv("ROUTER_TEST_EMPTY", "")
+    monkeypatch.delenv("ROUTER_TEST_UNSET", raising=False)
+    workspace = validate_workspace(
+        {
+            "kafka": {"client_id": "${ROUTER_TEST_EMPTY:-from-default}"},
+            "sources": [{"id": "web", "write_keys": ["${ROUTER_TEST_UNSET:-key-1234}"]}],
+        }
+    )
+    assert workspace.kafka.client_id == "from-default"
+    assert workspace.sources[0].write_keys == ["key-1234"]

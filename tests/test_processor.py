@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from prometheus_client import CollectorRegistry
 
+from router.broker.embedded import EmbeddedBroker
 from router.broker.topics import Topics
 from router.config import KafkaSettings, Workspace
 from router.processor import Processor
@@ -309,3 +312,103 @@ async def test_tracking_plan_blocks_into_violations_topic(
         )
         == 1
     )
+
+
+def single_destination(kafka: KafkaSettings, state_dir: Path, **source: Any) -> Workspace:
+    data: dict[str, Any] = {
+        "kafka": kafka.model_dump(),
+        "processor": {"state_dir": str(state_dir), "poll_timeout": "100ms"},
+        "sources": [{"id": "web", "write_keys": [WEB], **source}],
+        "destinations": [
+            {
+                "id": "all",
+                "name": "A",
+                "type": "webhook",
+                "settings": {"url": "http://127.0.0.1:9/unused"},
+                "sources": ["web"],
+            }
+        ],
+    }
+    if "tracking_plan" in source:
+        data["tracking_plans"] = [{"id": "plan", "rules": {"track": {"Clicked": {}}}}]
+    return validate_workspace(data)
+
+
+async def test_a_poison_event_does_not_stop_the_processor(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """Middleware that leaves an event invalid used to make the tracking plan raise KeyError:
+    the loop died with the batch uncommitted, and died again on it after every restart."""
+    workspace = single_destination(
+        kafka,
+        tmp_path,
+        middleware=[{"type": "rename_fields", "fields": {"event": "properties.name"}}],
+        tracking_plan={"plan": "plan"},
+    )
+    topics = Topics(kafka.topic_prefix)
+    registry = CollectorRegistry()
+    async with Processor(workspace, registry) as processor:
+        await produce(
+            kafka,
+            topics.raw,
+            [
+                {"type": "identify", "userId": "u1", "messageId": "m-1"},
+                track("m-poison", "Clicked"),
+                {"type": "identify", "userId": "u1", "messageId": "m-2"},
+            ],
+            headers=[("write-key", WEB.encode())],
+        )
+        delivered = values(await consume(kafka, topics.destination("all"), expect=2))
+        dead = values(await consume(kafka, topics.dlq, expect=1))
+        assert processor.health()[0] and processor.failure() is None
+    assert [e["messageId"] for e in delivered] == ["m-1", "m-2"]
+    assert [(d["reason"], d["payload"]["messageId"]) for d in dead] == [
+        ("middleware_invalid", "m-poison")
+    ]
+
+
+async def test_a_loop_that_stops_says_why_at_once(
+    kafka: KafkaSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What events cannot cause (here: a dedup store that cannot be created) ends the loop
+    for good; the traceback is logged when it happens and failure() gives the reason."""
+    workspace = mixed_workspace(kafka, tmp_path)
+    topics = Topics(kafka.topic_prefix)
+    # A file where the dedup stores' directory must go.
+    (tmp_path / "dedup").mkdir()
+    (tmp_path / "dedup" / topics.raw).write_text("not a directory")
+    processor = Processor(workspace, CollectorRegistry())
+    await processor.start()
+    try:
+        await produce(
+            kafka, topics.raw, [track("m-1", "Clicked")], headers=[("write-key", WEB.encode())]
+        )
+        for _ in range(300):
+            if processor.failure() is not None:
+                break
+            await asyncio.sleep(0.1)
+        reason = processor.failure()
+        assert reason is not None and "processor loop stopped" in reason
+        assert processor.health() == (False, reason)
+        logged = [r for r in caplog.records if r.levelno >= logging.CRITICAL]
+        assert logged and logged[0].exc_info is not None  # before stop(), with the traceback
+    finally:
+        await processor.stop()
+
+
+async def test_events_without_message_id_survive_a_broker_reset(tmp_path: Path) -> None:
+    """The embedded broker keeps nothing: after a restart offsets begin at 0 again, but the
+    dedup store in ./state remembers ids derived from the old records at those offsets."""
+    prefix = "reset."
+    for round_, name in enumerate(["Before", "After"]):
+        async with EmbeddedBroker() as broker:
+            kafka = KafkaSettings(
+                bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix, partitions=1
+            )
+            workspace = single_destination(kafka, tmp_path)
+            topics = Topics(prefix)
+            async with Processor(workspace, CollectorRegistry()):
+                event = {"type": "track", "event": name, "userId": "u1"}  # no messageId
+                await produce(kafka, topics.raw, [event], headers=[("write-key", WEB.encode())])
+                delivered = values(await consume(kafka, topics.destination("all"), expect=1))
+        assert [e["event"] for e in delivered] == [name], f"round {round_}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from router import spec
@@ -152,7 +153,9 @@ def reference_validate(event: Any, *, type_hint: str | None = None) -> Any:
                 raise spec.InvalidEvent("invalid_field", "name must be a string")
             spec._check_name(name, "name")
     message_id = event.get("messageId")
-    if message_id is not None:
+    if message_id == "":
+        del event["messageId"]
+    elif message_id is not None:
         if not isinstance(message_id, str):
             raise spec.InvalidEvent("invalid_field", "messageId must be a string")
         if len(message_id) > spec.MAX_MESSAGE_ID_CHARS:
@@ -166,11 +169,17 @@ def reference_validate(event: Any, *, type_hint: str | None = None) -> Any:
     for field in ("properties", "traits"):
         value = event.get(field)
         if value:
-            for key in value:
-                if len(key) > spec.MAX_NAME_CHARS:
-                    raise spec.InvalidEvent(
-                        "name_too_long", f"a key in {field} is longer than 255 characters"
-                    )
+            objects: list[tuple[Any, str]] = [(value, field)]
+            while objects:
+                node, where = objects.pop()
+                items = node.items() if isinstance(node, dict) else enumerate(node)
+                for key, child in items:
+                    if isinstance(node, dict) and len(key) > spec.MAX_NAME_CHARS:
+                        raise spec.InvalidEvent(
+                            "name_too_long", f"a key in {where} is longer than 255 characters"
+                        )
+                    if isinstance(child, dict | list):
+                        objects.append((child, f"an object nested in {field}"))
     return event
 
 
@@ -189,9 +198,14 @@ def generated_events(count: int) -> list[Any]:
         "name": ["Home", "n" * 256, 5, None],
         "groupId": ["g", "", 4, None, True],
         "previousId": ["p", "", 9, None],
-        "messageId": ["m", "m" * 101, 5, None],
-        "properties": [{"total": 1}, {"k" * 256: 1}, {}, None, [], "x", 5],
-        "traits": [{"email": "x"}, {"t" * 256: 1}, None, [1], {}],
+        "messageId": ["m", "m" * 101, 5, None, ""],
+        "properties": [
+            *({"total": 1}, {"k" * 256: 1}, {}, None, [], "x", 5),
+            {"items": [{"sku": 1}, {"k" * 256: 1}]},
+            {"a": {"b": {"k" * 256: 1}}, "c": 1},
+            {"a": {"b": {"k" * 255: [1]}}, "c": [[{"d": 2}]]},
+        ],
+        "traits": [{"email": "x"}, {"t" * 256: 1}, None, [1], {}, {"a": [{"t" * 256: 1}]}],
         "context": [{"ip": "x"}, None, [], "x", {}],
         "integrations": [{"All": False}, None, "x", []],
     }
@@ -226,3 +240,123 @@ def test_validate_matches_the_check_by_check_reference(type_hint: str | None) ->
         codes.add(mine[0])
     assert codes >= {"ok", "invalid_event", "missing_identity", "invalid_field", "name_too_long"}
     assert type_hint is not None or "invalid_type" in codes
+
+
+# ---------------------------------------------------------------- robustness
+
+
+def nested(levels: int, leaf: Any = 1) -> Any:
+    """``levels`` objects nested in one another (the outermost counts as level 1)."""
+    value = leaf
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"timestamp": "9999-12-31T23:59:59-01:00"},  # year 10000 in UTC
+        {"timestamp": "0001-01-01T00:00:00+01:00"},  # year 0 in UTC
+        {"timestamp": "2026-11-23T10:00:00Z", "sentAt": "9999-12-31T23:59:59+14:00"},
+        {"timestamp": "0001-01-01T00:00:00Z", "sentAt": "9999-12-31T23:59:59Z"},
+        {"timestamp": "9999-12-31T23:59:59Z", "sentAt": "0001-01-01T00:00:00Z"},
+        {"receivedAt": "9999-12-31T23:59:59.999-00:01"},
+    ],
+)
+def test_timestamps_at_the_calendars_edges_are_invalid_events(fields: dict[str, str]) -> None:
+    event = {"type": "track", "userId": "u", "event": "E", **fields}
+    with pytest.raises(spec.InvalidEvent) as info:
+        spec.stamp(event, spec.now())
+    assert info.value.code == "invalid_timestamp" and "1-9999" in info.value.message
+
+
+def test_timestamps_at_the_calendars_edges_that_fit_are_kept_and_read_back() -> None:
+    event = spec.stamp(
+        {"type": "track", "timestamp": "0001-01-01T00:00:00Z"},
+        datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
+    )
+    # Four-digit years (strftime writes year 1 as "1"), so the processor can read them again.
+    assert event["timestamp"] == "0001-01-01T00:00:00.000Z"
+    assert event["receivedAt"] == "9999-12-31T23:59:59.000Z"
+    assert spec.stamp(dict(event), None)["timestamp"] == event["timestamp"]
+
+
+def test_an_empty_message_id_is_absent_so_the_router_fills_one() -> None:
+    event = spec.validate({"type": "track", "userId": "u", "event": "E", "messageId": ""})
+    assert "messageId" not in event
+    assert spec.stamp(event, spec.now(), default_id="derived")["messageId"] == "derived"
+
+
+@pytest.mark.parametrize("field", ["properties", "traits"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": {"k" * 256: 1}},
+        {"items": [{"sku": "x"}, {"k" * 256: 1}]},
+        {"a": [[{"b": {"k" * 256: None}}]]},
+    ],
+)
+def test_property_names_are_limited_at_every_depth(field: str, value: Any) -> None:
+    with pytest.raises(spec.InvalidEvent) as info:
+        spec.validate({"type": "identify", "userId": "u", field: value})
+    assert info.value.code == "name_too_long"
+    assert f"an object nested in {field}" in info.value.message
+    fine = {"a": {"k" * 255: [{"k" * 255: 1}]}, "c": ["x" * 300]}
+    spec.validate({"type": "identify", "userId": "u", field: fine})
+
+
+def test_nesting_is_limited() -> None:
+    spec.check_depth(nested(spec.MAX_DEPTH))
+    with pytest.raises(spec.InvalidEvent) as info:
+        spec.check_depth(nested(spec.MAX_DEPTH + 1))
+    assert info.value.code == "nesting_too_deep"
+    deep_list = [[[1]]] * 3
+    for _ in range(spec.MAX_DEPTH):
+        deep_list = [deep_list]
+    with pytest.raises(spec.InvalidEvent):
+        spec.check_depth({"properties": {"x": deep_list}})
+    # The JSON at hand decides the usual case: no more brackets than levels allowed.
+    shallow = {"properties": {"a": 1}}
+    spec.check_depth(shallow, orjson.dumps(shallow))
+    deep = nested(spec.MAX_DEPTH + 1)
+    with pytest.raises(spec.InvalidEvent):
+        spec.check_depth(deep, orjson.dumps(deep))
+    # A thousand levels (what orjson reads) are refused without exhausting the stack.
+    with pytest.raises(spec.InvalidEvent):
+        spec.check_depth(orjson.loads(b"[" * 1000 + b"]" * 1000))
+    with pytest.raises(spec.InvalidEvent):
+        spec.validate({"type": "identify", "userId": "u", "traits": nested(1000, {"k" * 256: 1})})
+
+
+def test_recheck_also_needs_the_message_id() -> None:
+    spec.recheck({"type": "track", "userId": "u", "event": "E", "messageId": "m"})
+    for event, code in [
+        ({"type": "track", "userId": "u", "event": "E"}, "missing_message_id"),
+        ({"type": "track", "userId": "u", "event": "E", "messageId": ""}, "missing_message_id"),
+        ({"userId": "u", "event": "E", "messageId": "m"}, "missing_type"),
+        ({"type": "track", "event": "E", "messageId": "m"}, "missing_identity"),
+    ]:
+        with pytest.raises(spec.InvalidEvent) as info:
+            spec.recheck(event)
+        assert info.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "may"),
+    [
+        ("context.ip", None, False),
+        ("integrations.Mixpanel", None, False),
+        ("properties.total", 5, False),
+        ("traits.email", None, False),
+        ("channel", None, False),
+        ("properties", None, True),
+        ("event", None, True),
+        ("userId.x", None, True),
+        ("properties.meta", {"a": 1}, True),
+        ("properties." + "k" * 256, None, True),
+        ("context", None, True),
+    ],
+)
+def test_which_edits_may_invalidate(path: str, value: Any, may: bool) -> None:
+    assert spec.edit_may_invalidate(tuple(path.split(".")), value) is may

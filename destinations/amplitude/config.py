@@ -11,6 +11,11 @@ HOSTS: dict[str, str] = {
     "us": "https://api2.amplitude.com",
     "eu": "https://api.eu.amplitude.com",
 }
+#: The User Privacy API's hosts by data residency (``/api/2/deletions/users``).
+PRIVACY_HOSTS: dict[str, str] = {
+    "us": "https://amplitude.com",
+    "eu": "https://analytics.eu.amplitude.com",
+}
 
 
 class AmplitudeSettings(BaseModel):
@@ -28,6 +33,20 @@ class AmplitudeSettings(BaseModel):
     min_id_length: int | None = Field(default=None, ge=1, le=5)
     #: The group type a group call's groupId is set under (Amplitude "groups" key).
     group_type: str = Field(default="company", min_length=1, max_length=255)
+    #: The project's secret key: with ``api_key`` it authenticates the User Privacy API
+    #: (privacy deletion); without it deletion is not supported for this destination.
+    secret_key: SecretStr | None = None
+    #: Who asks for deletions, for Amplitude's audit (``requester``; usually an email).
+    deletion_requester: str | None = Field(default=None, min_length=1, max_length=255)
+    #: Replaces the region's User Privacy API host (a forwarding proxy).
+    privacy_host: AnyHttpUrl | None = None
+
+    @property
+    def deletion_url(self) -> str:
+        base = (
+            str(self.privacy_host).rstrip("/") if self.privacy_host else PRIVACY_HOSTS[self.region]
+        )
+        return f"{base}/api/2/deletions/users"
 
     @property
     def url(self) -> str:

@@ -68,6 +68,10 @@ def open_storage(settings: ArchiveSettings, *, timeout: float = 30.0) -> Storage
 class ArchiveDestination(DestinationPlugin[ArchiveSettings, ArchiveFile, WrittenFile]):
     settings_model = ArchiveSettings
     summary = "gzip JSON lines partitioned by source/date/hour, in a directory or S3"
+    deletion_unsupported = (
+        "archive files are written once and never rewritten by the router: filter the "
+        "user's lines out of the files (ArchiveReader lists them)"
+    )
     max_batch_size: ClassVar[int] = 100_000
 
     def __init__(self, destination: Destination, context: PluginContext) -> None:

@@ -52,6 +52,11 @@ class BrazeDestination(HttpDestination[BrazeSettings]):
         """``POST /users/delete`` for one ``external_id``."""
         return self.encoder.delete_users([user_id])
 
+    def deletion_request(self, user_id: str) -> PartnerRequest:
+        """``POST /users/delete`` with ``{"external_ids": [userId]}`` (the REST API key needs
+        the ``users.delete`` permission; Braze answers 201 and deletes the profile)."""
+        return self.delete_user(user_id)
+
     async def health_check(self) -> tuple[bool, str]:
         """Braze has no side-effect-free credentials check: probe the REST host."""
         return await self.http.probe(self.settings.base_url, time_limit=min(self.timeout, 5.0))

@@ -50,6 +50,12 @@ class CustomerIODestination(HttpDestination[CustomerIOSettings]):
         """The request that deletes a person (by ``id``) and everything about them."""
         return self.encoder.delete_person(user_id)
 
+    def deletion_request(self, user_id: str) -> PartnerRequest:
+        """Track API ``/api/v2/batch`` with one ``person`` ``delete`` operation identified by
+        ``id`` (the userId), with the Track API credentials: Customer.io deletes the person
+        and their data (a 207 naming the operation is a refusal)."""
+        return self.delete_user(user_id)
+
     async def health_check(self) -> tuple[bool, str]:
         """Ask the Track API for the account's region: only valid credentials get an answer."""
         request = self.encoder.region_request()

@@ -30,6 +30,10 @@ __all__ = ["GA4Destination", "GA4Settings"]
 class GA4Destination(HttpDestination[GA4Settings]):
     settings_model = GA4Settings
     summary = "Google Analytics 4 Measurement Protocol: e-commerce -> recommended events, pages"
+    deletion_unsupported = (
+        "GA4's User Deletion API (Analytics Admin API) needs Google OAuth credentials, "
+        "which this destination does not hold: delete the user in Google Analytics"
+    )
     call_types = frozenset({"track", "page"})
     default_batch_size = 1
     max_batch_size = MAX_EVENTS

@@ -42,6 +42,10 @@ _CODECS = {
 class KafkaDestination(DestinationPlugin[KafkaForwardSettings, ForwardBatch, ForwardResult]):
     settings_model = KafkaForwardSettings
     summary = "write each event as a record to a Kafka topic (this cluster or another one)"
+    deletion_unsupported = (
+        "records already written to another Kafka topic cannot be deleted one by one: its "
+        "consumers must honour the regulation"
+    )
     #: Records per request; the producer batches them per partition.
     default_batch_size: ClassVar[int] = 500
 

@@ -15,6 +15,14 @@ HOSTS: dict[str, str] = {
 }
 
 
+#: The GDPR API's hosts by data residency (``/api/app/data-deletions/v3.0/``).
+PRIVACY_HOSTS: dict[str, str] = {
+    "us": "https://mixpanel.com",
+    "eu": "https://eu.mixpanel.com",
+    "in": "https://in.mixpanel.com",
+}
+
+
 class ServiceAccount(BaseModel):
     """An Owner or Admin service account; /import then names the project by ``project_id``."""
 
@@ -49,6 +57,13 @@ class MixpanelSettings(BaseModel):
     #: "consolidated": every page is "Loaded a Page" (screens "Loaded a Screen") with the
     #: name as a property; "named": "Viewed <name> Page" / "Viewed <name> Screen".
     page_events: Literal["consolidated", "named"] = "consolidated"
+    #: An OAuth token for Mixpanel's GDPR API (Profile & Preferences > Data & Privacy; it
+    #: expires after a year): privacy deletion needs it, else it is not supported here.
+    gdpr_token: SecretStr | None = None
+    #: The regulation deletions are filed under (Mixpanel's ``compliance_type``).
+    compliance_type: Literal["GDPR", "CCPA"] = "GDPR"
+    #: Replaces the region's GDPR API host (a forwarding proxy).
+    privacy_host: AnyHttpUrl | None = None
 
     @model_validator(mode="after")
     def _merge_needs_a_secret(self) -> MixpanelSettings:
@@ -57,6 +72,12 @@ class MixpanelSettings(BaseModel):
         if self.id_merge == "original" and self.api_secret is None and not self.service_account:
             raise ValueError("id_merge original needs api_secret or service_account")
         return self
+
+    @property
+    def deletion_base(self) -> str:
+        return (
+            str(self.privacy_host).rstrip("/") if self.privacy_host else PRIVACY_HOSTS[self.region]
+        )
 
     @property
     def base_url(self) -> str:

@@ -19,6 +19,10 @@ __all__ = ["SlackDestination", "SlackSettings"]
 class SlackDestination(HttpDestination[SlackSettings]):
     settings_model = SlackSettings
     summary = "Slack incoming webhook: one message per chosen event from a Mustache template"
+    deletion_unsupported = (
+        "Slack messages posted through an incoming webhook cannot be found and deleted "
+        "again by the router: remove them in Slack"
+    )
     call_types = frozenset({"track", "identify"})
     # One message per event; a larger delivery.batch_size just sends them in a row.
     default_batch_size = 1

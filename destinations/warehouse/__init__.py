@@ -14,6 +14,7 @@ what it wrote, :meth:`check` names the events whose rows the warehouse refused
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,19 +32,37 @@ from destinations.base import (
 )
 from destinations.registry import register
 from destinations.warehouse.config import WarehouseSettings
-from destinations.warehouse.loader import Backend, LoadRequest, LoadResult, Warehouse
+from destinations.warehouse.loader import (
+    Backend,
+    DeletionResult,
+    LoadRequest,
+    LoadResult,
+    UserDeletion,
+    Warehouse,
+)
 from destinations.warehouse.schema import CALL_TYPES, rows_for, schema_name
 from router.config import Destination
 from router.observability.warehouse import WarehouseMetrics
 
-__all__ = ["LoadRequest", "LoadResult", "WarehouseDestination", "WarehouseSettings"]
+__all__ = [
+    "DeletionResult",
+    "LoadRequest",
+    "LoadResult",
+    "UserDeletion",
+    "WarehouseDestination",
+    "WarehouseSettings",
+]
+
+#: What the plugin sends: a load, or a privacy deletion; and what each gives back.
+WarehouseRequest = LoadRequest | UserDeletion
+WarehouseResult = LoadResult | DeletionResult
 
 #: Message ids listed when a load is described in a dead letter or status record.
 DESCRIBED_IDS = 20
 
 
 @register("warehouse")
-class WarehouseDestination(DestinationPlugin[WarehouseSettings, LoadRequest, LoadResult]):
+class WarehouseDestination(DestinationPlugin[WarehouseSettings, WarehouseRequest, WarehouseResult]):
     settings_model = WarehouseSettings
     summary = "Segment's warehouse schema in PostgreSQL or an embedded DuckDB file"
     default_batch_size = 5000
@@ -127,7 +146,7 @@ class WarehouseDestination(DestinationPlugin[WarehouseSettings, LoadRequest, Loa
 
     # ------------------------------------------------------------ one attempt
 
-    def encode(self, events: Sequence[Event]) -> Encoded[LoadRequest]:
+    def encode(self, events: Sequence[Event]) -> Encoded[WarehouseRequest]:
         """Checks only: the load turns events into rows (see ``loader``: while another batch's
         transaction runs, a slice at a time)."""
         sources = event_sources(events)
@@ -164,17 +183,30 @@ class WarehouseDestination(DestinationPlugin[WarehouseSettings, LoadRequest, Loa
             kept_schemas.append(schemas[position])
             kept_ids.append(str(message_id))
             covers.append(position)
-        requests = (
+        requests: list[WarehouseRequest] = (
             [LoadRequest(tuple(kept), tuple(kept_schemas), tuple(kept_ids), tuple(covers))]
             if kept
             else []
         )
         return Encoded(requests, failed)
 
-    async def send(self, request: LoadRequest) -> LoadResult:
+    async def send(self, request: WarehouseRequest) -> WarehouseResult:
+        if isinstance(request, UserDeletion):
+            started = time.monotonic()
+            deleted = await self.warehouse.delete_user(request.user_id, request.schemas)
+            return DeletionResult(deleted, time.monotonic() - started)
         return await self.warehouse.load(request)
 
-    def check(self, request: LoadRequest, response: LoadResult) -> Mapping[int, DestinationError]:
+    def deletion_request(self, user_id: str) -> UserDeletion:
+        """Every row of the user in every schema this destination writes, in one transaction
+        (:meth:`Warehouse.delete_user`)."""
+        return UserDeletion(user_id, tuple(self.schemas))
+
+    def check(
+        self, request: WarehouseRequest, response: WarehouseResult
+    ) -> Mapping[int, DestinationError]:
+        if not isinstance(response, LoadResult):
+            return {}
         return {
             index: PermanentError(
                 f"the warehouse cannot store this event: {message}", reason="row_rejected"
@@ -182,12 +214,20 @@ class WarehouseDestination(DestinationPlugin[WarehouseSettings, LoadRequest, Loa
             for index, message in response.rejected.items()
         }
 
-    def status_of(self, response: LoadResult) -> int | None:
+    def status_of(self, response: WarehouseResult) -> int | None:
         return None
 
     # ------------------------------------------------------------ what people may read
 
-    def describe_request(self, request: LoadRequest, *, limit: int | None = None) -> dict[str, Any]:
+    def describe_request(
+        self, request: WarehouseRequest, *, limit: int | None = None
+    ) -> dict[str, Any]:
+        if isinstance(request, UserDeletion):
+            return {
+                "warehouse": self.describe_text(self.warehouse.backend.describe()),
+                "deleteUser": True,
+                "schemas": list(request.schemas),
+            }
         if not isinstance(request, LoadRequest):
             return super().describe_request(request, limit=limit)
         return {
@@ -198,8 +238,10 @@ class WarehouseDestination(DestinationPlugin[WarehouseSettings, LoadRequest, Loa
         }
 
     def describe_response(
-        self, response: LoadResult, *, limit: int | None = None
+        self, response: WarehouseResult, *, limit: int | None = None
     ) -> dict[str, Any]:
+        if isinstance(response, DeletionResult):
+            return {"deleted": dict(response.deleted), "seconds": round(response.seconds, 6)}
         if isinstance(response, PartnerResponse):  # not ours; described as HTTP, redacted
             return self._describe_http_response(response, limit)
         if not isinstance(response, LoadResult):

@@ -210,6 +210,23 @@ class LoadResult:
     seconds: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class UserDeletion:
+    """A privacy deletion: every row of ``user_id`` in ``schemas`` (it covers no events)."""
+
+    user_id: str
+    schemas: tuple[str, ...]
+    covers: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeletionResult:
+    """Rows a deletion removed, per ``<schema>.<table>``."""
+
+    deleted: Mapping[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
 @dataclass
 class _Progress:
     rows: dict[str, int] = field(default_factory=dict)
@@ -437,8 +454,27 @@ class Warehouse:
         For privacy requests: every table's rows whose ``user_id`` is the user (event tables,
         ``tracks``, ``identifies``, ``pages``, ``screens``, ``groups``, ``aliases``,
         ``discards``), the user's ``users`` row, and aliases naming the user as
-        ``previous_id``.
+        ``previous_id``. Failures are classified like a load's: unreachable, locked or
+        deadlocked -> :class:`RetryableError`, anything else the database refuses ->
+        :class:`PermanentError` (both carry the database's message, never a credential).
         """
+        try:
+            return await self._delete_user(user_id, schemas)
+        except Exception as exc:
+            kind = self.backend.classify(exc)
+            if kind is None:
+                raise
+            message = message_of(exc)
+            if kind is FailureKind.RETRY:
+                raise RetryableError(
+                    f"warehouse deletion failed, will retry: {message}",
+                    reason="warehouse_unavailable",
+                ) from exc
+            raise PermanentError(
+                f"warehouse deletion failed: {message}", reason="warehouse_error"
+            ) from exc
+
+    async def _delete_user(self, user_id: str, schemas: Collection[str]) -> dict[str, int]:
         async with self._slots.every(), self.backend.transaction() as tx:
             state = state_of(await tx.columns(schemas))
             deleted: dict[str, int] = {}

@@ -19,6 +19,9 @@ __all__ = ["WebhookDestination", "WebhookSettings", "sign"]
 class WebhookDestination(HttpDestination[WebhookSettings]):
     settings_model = WebhookSettings
     summary = "POST each event (or a batch) as Segment JSON to a URL, optionally signed"
+    deletion_unsupported = (
+        "a webhook has no deletion API: the receiving service must delete the user itself"
+    )
     accepts_idempotency_key = True
 
     def __init__(self, destination: Destination, context: PluginContext) -> None:

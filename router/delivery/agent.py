@@ -38,6 +38,7 @@ from router.broker.topics import Topics, ensure_topics, topics_for
 from router.config import Destination, Workspace
 from router.delivery.lane import DestinationLane
 from router.observability.delivery import DeliveryMetrics
+from router.privacy.state import SuppressionList
 from router.roles import RoleBase
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,10 @@ class DeliveryAgent(RoleBase):
         self._checks: asyncio.Task[None] | None = None
         self._started = False
         self._plugins: dict[str, AnyPlugin] = {}
+        self.suppressions = SuppressionList()
+        self._suppression_tail = self.suppressions.tail(
+            workspace.kafka, self.topics, role="deliver"
+        )
 
     def context_for(self, destination_id: str) -> PluginContext:
         """What the agent lends one destination's plugin (its own state directory)."""
@@ -116,7 +121,7 @@ class DeliveryAgent(RoleBase):
         gc_tuning.acquire()
         try:
             await self.http.start()
-            names: list[str] = [self.topics.status]
+            names: list[str] = [self.topics.status, self.topics.suppressions]
             for dest in self.destinations:
                 names += [
                     self.topics.destination(dest.id),
@@ -125,6 +130,7 @@ class DeliveryAgent(RoleBase):
                 ]
             await ensure_topics(self.kafka, names)
             await asyncio.gather(*(plugin.start() for plugin in plugins.values()))
+            await self._suppression_tail.start()
             self._plugins = plugins
             producer = make_producer(self.kafka, role="deliver")
             await producer.start()
@@ -141,6 +147,7 @@ class DeliveryAgent(RoleBase):
                     commit_interval=self.commit_interval,
                     stall_after=self.stall_after,
                     consumer_options=self.consumer_options,
+                    suppressed=self.suppressions.users,
                 )
             # Together: each lane's first group join takes seconds, and they are independent.
             results = await asyncio.gather(
@@ -182,6 +189,7 @@ class DeliveryAgent(RoleBase):
         # Leave a little of the grace for the producer and the HTTP session.
         lane_deadline = deadline - min(2.0, (deadline - loop.time()) * 0.1)
         await asyncio.gather(*(lane.stop(lane_deadline) for lane in self.lanes.values()))
+        await self._suppression_tail.stop()
         producer, self._producer = self._producer, None
         if producer is not None:
             try:
@@ -199,8 +207,15 @@ class DeliveryAgent(RoleBase):
         await self.http.close()
         gc_tuning.release()
 
+    async def flush_now(self) -> None:
+        """Every lane sends its partial batches at once from now on (draining to stop)."""
+        await asyncio.gather(*(lane.flush_now() for lane in self.lanes.values()))
+
     def failure(self) -> str | None:
         """The first lane that stopped delivering for good, if any."""
+        following = self._suppression_tail.failure()
+        if following:
+            return following
         for lane in self.lanes.values():
             reason = lane.failure()
             if reason:

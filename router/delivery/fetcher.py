@@ -29,6 +29,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from router.backoff import Backoff
 from router.broker.clients import make_consumer
 from router.config import KafkaSettings
 from router.delivery.offsets import OffsetTracker
@@ -233,6 +234,7 @@ class Fetcher:
 
     async def _loop(self) -> None:
         poll_ms = round(self.poll_timeout * 1000)
+        backoff = Backoff(first=0.5, cap=5.0)
         while not self._stopping:
             try:
                 if self.in_flight >= self.max_in_flight or (
@@ -255,9 +257,10 @@ class Fetcher:
                 if time.monotonic() - self._last_commit >= self.commit_interval:
                     await self.commit(time_limit=COMMIT_TIMEOUT)
                 await self._refresh_lag()
+                backoff.reset()
             except KafkaError as exc:
                 logger.warning("%s: fetch failed (%s); polling again", self.name, exc)
-                await asyncio.sleep(0.5)
+                await backoff.wait()
 
     async def _wait_for_capacity(self) -> None:
         """At the in-flight bound: fetch nothing, keep polling so the group keeps us.

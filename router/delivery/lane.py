@@ -25,6 +25,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, cast
 
 from destinations.base import (
@@ -74,6 +75,11 @@ def _request_result(exc: DestinationError, plugin: AnyPlugin) -> str:
     return exc.reason if exc.reason in ("timeout", "connection") else "other"
 
 
+def _user_of(event: Mapping[str, Any]) -> str | None:
+    user = event.get("userId")
+    return None if user is None else user if type(user) is str else str(user)
+
+
 class DestinationLane:
     """Batch, send and account for one destination; see the module docstring."""
 
@@ -91,6 +97,7 @@ class DestinationLane:
         consumer_options: Mapping[str, object] | None = None,
         poll_timeout: float = 0.2,
         rng: random.Random | None = None,
+        suppressed: AbstractSet[str] | None = None,
     ) -> None:
         self.destination = destination
         self.id = destination.id
@@ -138,12 +145,16 @@ class DestinationLane:
         self._flush: asyncio.Task[None] | None = None
         self._types = None if plugin.call_types == CALL_TYPES else plugin.call_types
         self._rng = rng or random.Random()
+        #: Suppressed user ids (the agent follows privacy.suppressions): events routed before
+        #: the suppression took effect, retries and redrives of that user are not sent.
+        self._suppressed = suppressed
         self._senders: list[asyncio.Task[None]] = []
         self._stopping = False
         self._handoff = False
         self._stopped = False
         self._broken: str | None = None
         self._last_progress = time.monotonic()
+        self._progress_at = time.time()  # the same moment as UNIX time, for the metric
 
     # ------------------------------------------------------------ lifecycle
 
@@ -157,6 +168,7 @@ class DestinationLane:
 
     async def start(self) -> None:
         self.metrics.register_destination(self.id)
+        self.metrics.watch_lane(self.id, lambda: self.in_flight, lambda: self._progress_at)
         partitions = await self._producer.partitions_for(self.status_topic)
         self._status_partitions = len(partitions) if partitions else None
         partitions = await self._producer.partitions_for(self.retry_topic)
@@ -259,7 +271,6 @@ class DestinationLane:
 
     async def _take(self, items: list[InFlight]) -> None:
         """A poll's items: count them, cut them into batches, queue the full ones."""
-        self.metrics.on_in_flight(self.id, self.in_flight)
         fresh = sum(1 for item in items if item.origin == "fresh")
         self.metrics.on_received(self.id, "fresh", fresh)
         self.metrics.on_received(self.id, "retry", len(items) - fresh)
@@ -276,6 +287,11 @@ class DestinationLane:
                 self._flush = asyncio.create_task(
                     self._flush_after(self.flush_interval), name=f"deliver-{self.id}-flush"
                 )
+
+    async def flush_now(self) -> None:
+        """Send partial batches at once from now on (the process is draining to stop)."""
+        self.flush_interval = 0.0
+        await self._flush_partial()
 
     async def _flush_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -335,14 +351,20 @@ class DestinationLane:
         sendable = []
         undecodable = []
         unsupported = []
+        suppressed: list[InFlight] = []
+        users = self._suppressed
         for item in items:
             event = item.event
             if event is None:
                 undecodable.append(item)
             elif types is not None and event.get("type") not in types:
                 unsupported.append(item)
+            elif users and _user_of(event) in users:
+                suppressed.append(item)
             else:
                 sendable.append(item)
+        if suppressed:
+            groups.append(Settled("filtered", suppressed, now, "suppressed"))
         if undecodable:
             groups += self._decide(undecodable, _UNDECODABLE, now)
         if unsupported:
@@ -378,7 +400,7 @@ class DestinationLane:
         events = EventBatch(
             [cast(Event, item.event) for item in items],
             [item.raw for item in items],
-            [item.source_id for item in items],
+            lambda: [item.source_id for item in items],
         )
         try:
             encoded = self.plugin.encode(events)
@@ -522,8 +544,7 @@ class DestinationLane:
 
     def _release(self, count: int) -> None:
         self.fetcher.release(count)
-        self.metrics.on_in_flight(self.id, self.in_flight)
 
     def _progress(self) -> None:
         self._last_progress = time.monotonic()
-        self.metrics.on_progress(self.id, time.time())
+        self._progress_at = time.time()

@@ -20,9 +20,14 @@ from collections.abc import Callable, Sequence
 
 from aiokafka.errors import KafkaError
 
+from router.backoff import Backoff
 from router.broker.clients import BatchSender, OutRecord
 
 logger = logging.getLogger(__name__)
+
+#: Seconds a write waits for more outcomes once woken (unless ``flush_records`` wait already).
+#: Only offsets wait for it: deliveries do not, and commits run every second anyway.
+LINGER = 0.02
 
 #: Called once the records are acknowledged (None) or cannot be written (the error).
 Done = Callable[[Exception | None], None]
@@ -36,12 +41,19 @@ class OutcomeWriter:
         name: str,
         retry_min: float = 0.2,
         retry_max: float = 5.0,
+        linger: float = LINGER,
+        flush_records: int = 500,
     ) -> None:
         self.sender = sender
         self.name = name
         self.retry_min = retry_min
         self.retry_max = retry_max
         self.failures = 0
+        #: Writes made (each a produce round trip) and records they carried.
+        self.writes = 0
+        self.written = 0
+        self.linger = linger
+        self.flush_records = flush_records
         self._pending: list[tuple[Sequence[OutRecord], Done]] = []
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -104,11 +116,17 @@ class OutcomeWriter:
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
+            if self.linger > 0 and self._pending_records() < self.flush_records:
+                # Let a few more requests finish first: each write is a produce round trip
+                # whose Python cost (aiokafka's encoding, futures) hardly grows with its size.
+                await asyncio.sleep(self.linger)
             self._wakeup.clear()
             while self._pending:
                 batch, self._pending = self._pending, []
                 records = [record for records, _ in batch for record in records]
                 error = await self._send(records)
+                self.writes += 1
+                self.written += len(records)
                 for _, done in batch:
                     try:
                         done(error)
@@ -116,22 +134,23 @@ class OutcomeWriter:
                         logger.exception("outcome callback for %s failed", self.name)
             self._idle.set()
 
+    def _pending_records(self) -> int:
+        return sum(len(records) for records, _ in self._pending)
+
     async def _send(self, records: list[OutRecord]) -> Exception | None:
-        delay = self.retry_min
+        backoff = Backoff(self.retry_min, self.retry_max)
         while True:
             try:
                 await self.sender.send(records)
             except KafkaError as exc:
                 self.failures += 1
                 logger.warning(
-                    "writing %d outcome record(s) for %s failed (%s); retrying in %.1fs",
+                    "writing %d outcome record(s) for %s failed (%s); retrying",
                     len(records),
                     self.name,
                     exc,
-                    delay,
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max)
+                await backoff.wait()
             except ValueError as exc:
                 # A record the producer can never accept (too large): retrying cannot help.
                 logger.error("outcome records for %s cannot be written: %s", self.name, exc)

@@ -9,12 +9,12 @@ client, 408/429/500/503 are retried.
 
 =====  ==========================================================================
 400    ``invalid_json``, ``invalid_body`` (not an object), ``invalid_batch``,
-       ``event_too_large`` (32 KB, stamped), ``batch_too_large`` (500 KB, inflated),
+       ``event_too_large`` (32 KB as sent), ``batch_too_large`` (500 KB, inflated),
        ``too_many_events`` (2,500), ``invalid_gzip``, and the spec's event codes:
        ``missing_identity``, ``missing_event``, ``missing_group_id``,
        ``missing_user_id``, ``missing_previous_id``, ``missing_type``,
        ``invalid_type``, ``invalid_event``, ``invalid_field``, ``invalid_timestamp``,
-       ``name_too_long``, ``message_id_too_long``
+       ``name_too_long``, ``message_id_too_long``, ``nesting_too_deep``
 401    ``missing_write_key``, ``invalid_write_key``, ``invalid_authorization``
 404    ``not_found`` (path), ``unknown_write_key`` (settings)
 405    ``method_not_allowed`` (with ``Allow``)

@@ -29,9 +29,10 @@ from router.broker.clients import OutRecord
 from router.broker.topics import Topics
 from router.gateway.errors import BadRequest
 from router.gateway.parsing import Batch
-from router.pipeline.records import Rejection
+from router.rejection import Rejection, dump_any
 
 WRITE_KEY_HEADER: Final = "write-key"
+SENT_BYTES_HEADER: Final = spec.SENT_BYTES_HEADER
 STAGE: Final = "gateway"
 # How many rejected items a response lists; the rest are counted (a 2,500-item batch of bad
 # items must not produce a response larger than the request).
@@ -63,6 +64,17 @@ def _too_large() -> spec.InvalidEvent:
     )
 
 
+def _encode(event: Any) -> bytes:
+    """The event's JSON; InvalidEvent when orjson cannot write it (over 254 levels deep)."""
+    try:
+        return orjson.dumps(event)
+    except orjson.JSONEncodeError:
+        raise spec.InvalidEvent(
+            "nesting_too_deep",
+            f"objects and arrays may be nested at most {spec.MAX_DEPTH} levels deep",
+        ) from None
+
+
 class EventWriter:
     """Turns request bodies into records; one per gateway, shared by every request."""
 
@@ -79,11 +91,25 @@ class EventWriter:
         self._raw_topic = topics.raw
 
     def _record(self, event: dict[str, Any], headers: tuple[tuple[str, bytes], ...]) -> OutRecord:
-        value = orjson.dumps(event)
-        # Segment's 32 KB applies to the event as sent (checked on the body or the batch item);
-        # what the router adds may take it past that, never past what the processor accepts.
+        """The ``events.raw`` record of a stamped event; InvalidEvent if it cannot be one.
+
+        ``headers`` carry the write key and the event's size as sent (``sent-bytes``): Segment's
+        32 KB applies to that, checked on the body or the batch item; what the router adds may
+        take the record past it, never past what the processor accepts.
+        """
+        value = _encode(event)
+        # spec.check_depth's first test, inline: no deeper than the JSON has brackets.
+        openers = value.count(b"{")
+        if b"[" in value:
+            openers += value.count(b"[")
+        if openers > spec.MAX_DEPTH:
+            spec.check_depth(event)
         if len(value) > spec.MAX_RECORD_BYTES:
-            raise _too_large()
+            raise spec.InvalidEvent(
+                "event_too_large",
+                f"with what the router adds (receivedAt, messageId, the batch's context) the "
+                f"event would exceed {spec.MAX_RECORD_BYTES} bytes",
+            )
         key = spec.partition_key(event)
         partition = self.partition_of(key) if self.partition_of is not None else None
         return OutRecord(self._raw_topic, key, value, headers, partition)
@@ -95,15 +121,23 @@ class EventWriter:
         *,
         write_key: str,
         received_at: datetime,
+        sent_bytes: int,
     ) -> OutRecord:
-        """One call (``/v1/track``...): the record, or 400 with the spec's reason code."""
+        """One call (``/v1/track``...): the record, or 400 with the spec's reason code.
+
+        ``sent_bytes``: the size of the body as the client sent it (after gzip).
+        """
         event.pop("writeKey", None)
         try:
             spec.validate(event, type_hint=type_hint)
             # Set by the server on arrival, whatever the client sent (Segment's rule).
             event["receivedAt"] = spec.format_timestamp(received_at)
             spec.stamp(event, received_at)
-            return self._record(event, ((WRITE_KEY_HEADER, write_key.encode()),))
+            headers = (
+                (WRITE_KEY_HEADER, write_key.encode()),
+                (SENT_BYTES_HEADER, b"%d" % sent_bytes),
+            )
+            return self._record(event, headers)
         except spec.InvalidEvent as exc:
             raise BadRequest(exc.code, exc.message) from None
 
@@ -116,14 +150,18 @@ class EventWriter:
         received_at: datetime,
         path: str,
         measure_items: bool = True,
+        body_bytes: int = spec.MAX_EVENT_BYTES,
     ) -> Prepared:
         """Every item of a batch: valid ones for ``events.raw``, the others for the DLQ.
 
         ``measure_items`` False says the whole body is under the per-event limit, so no item
-        can be over it and none is serialized just to be measured.
+        can be over it and none is serialized just to be measured: each record then says the
+        body's size as the most its event can have had as sent (``body_bytes``).
         """
         prepared = Prepared()
-        headers = ((WRITE_KEY_HEADER, write_key.encode()),)
+        key_header = (WRITE_KEY_HEADER, write_key.encode())
+        headers = (key_header,)
+        unmeasured = (key_header, (SENT_BYTES_HEADER, b"%d" % body_bytes))
         context, integrations, sent_at = batch.context, batch.integrations, batch.sent_at
         # Formatted once per request: every item of a batch arrived at the same moment.
         received = spec.format_timestamp(received_at)
@@ -136,9 +174,17 @@ class EventWriter:
                 bad.append((index, error, item))
                 continue
             item.pop("writeKey", None)
-            if measure_items and len(orjson.dumps(item)) > spec.MAX_EVENT_BYTES:
-                bad.append((index, _too_large(), item))
-                continue
+            item_headers = unmeasured
+            if measure_items:
+                try:
+                    size = len(_encode(item))
+                except spec.InvalidEvent as exc:
+                    bad.append((index, exc, item))
+                    continue
+                if size > spec.MAX_EVENT_BYTES:
+                    bad.append((index, _too_large(), item))
+                    continue
+                item_headers = (key_header, (SENT_BYTES_HEADER, b"%d" % size))
             if context is not None:
                 own = item.get("context")
                 if own is None:
@@ -155,7 +201,7 @@ class EventWriter:
                 validate(item)
                 item["receivedAt"] = received
                 stamp(item, received_at, sent_at=sent_at)
-                records.append(record(item, headers))
+                records.append(record(item, item_headers))
             except spec.InvalidEvent as exc:
                 bad.append((index, exc, item))
         prepared.accepted = len(records)
@@ -196,7 +242,7 @@ class EventWriter:
             reason=error.code,
             message=error.message,
             stage=STAGE,
-            raw=orjson.dumps(item),
+            raw=dump_any(item),
             partition=-1,
             offset=-1,
             timestamp_ms=int(received_at.timestamp() * 1000),

@@ -106,30 +106,44 @@ class ProduceAccumulator:
         self._closed = False
         self._task = asyncio.create_task(self._run(), name="gateway-produce")
 
-    async def write(self, records: Sequence[OutRecord]) -> None:
-        """Return once Kafka acknowledged every record; raise :class:`Unavailable` otherwise."""
+    async def write(self, records: Sequence[OutRecord], *, deadline: float | None = None) -> None:
+        """Return once Kafka acknowledged every record; raise :class:`Unavailable` otherwise.
+
+        ``deadline`` (event loop time): give up then rather than ``timeout`` from now, so a
+        request's time before this call counts against its answer time.
+        """
         if not records:
             return
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + self.timeout
         if self._closed or not self.running:
             raise Unavailable("shutting_down", "the gateway is stopping; retry")
         if len(self._records) + len(records) > self.max_pending:
             raise Unavailable(
                 "overloaded", "too many events are waiting for Kafka; retry with backoff"
             )
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if deadline <= loop.time():
+            # Already too late (the request waited for the CPU behind others): not queued, so
+            # nothing is written for a request that was refused.
+            raise self._timed_out()
+        future: asyncio.Future[None] = loop.create_future()
         self._records.extend(records)
         self._waiters.append((len(records), future))
         self._wake.set()
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout_at(deadline):
                 await future
         except TimeoutError:
-            raise Unavailable(
-                "kafka_timeout", f"Kafka did not acknowledge the events within {self.timeout:g} s"
-            ) from None
+            raise self._timed_out() from None
         finally:
             if not future.done():
                 future.cancel()  # nobody waits for it any more (the send skips done futures)
+
+    def _timed_out(self) -> Unavailable:
+        return Unavailable(
+            "kafka_timeout", f"Kafka did not acknowledge the events within {self.timeout:g} s"
+        )
 
     async def _run(self) -> None:
         slots = asyncio.Semaphore(self.max_in_flight)

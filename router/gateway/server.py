@@ -138,6 +138,10 @@ class Gateway(RoleBase):
         self._accumulator: ProduceAccumulator | None = None
         self._runner: web.AppRunner | None = None
         self._paths: frozenset[str] = frozenset()
+        self._draining = False
+        self._active = 0  # requests being handled
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.app = self._build_app()
 
     # ------------------------------------------------------------ lifecycle
@@ -207,6 +211,21 @@ class Gateway(RoleBase):
             self.topics.raw,
         )
 
+    async def drain(self) -> int:
+        """Refuse new events but keep listening; return once no request is in flight.
+
+        Used when the process must finish delivering what it accepted before it stops (the
+        embedded broker keeps events in memory): every request from now on is answered 503
+        ``shutting_down``, which every Segment client retries, instead of finding the port
+        closed. Waits at most ``drain_timeout`` seconds and returns the number of requests
+        still in flight then.
+        """
+        self._draining = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.drain_timeout):
+                await self._idle.wait()
+        return self._active
+
     async def stop(self) -> None:
         """Stop listening, let requests in flight finish, then close the producer.
 
@@ -231,6 +250,12 @@ class Gateway(RoleBase):
                     "the gateway's Kafka producer did not stop within %.1f s", self.drain_timeout
                 )
 
+    def failure(self) -> str | None:
+        accumulator = self._accumulator
+        if self._runner is not None and accumulator is not None and not accumulator.running:
+            return "the gateway's Kafka writer stopped"
+        return None
+
     def health(self) -> tuple[bool, str]:
         accumulator = self._accumulator
         if self._runner is None or accumulator is None:
@@ -254,8 +279,12 @@ class Gateway(RoleBase):
         routed = not isinstance(request.match_info.http_exception, web.HTTPNotFound)
         response: web.StreamResponse
         self.metrics.in_flight.inc()
+        self._active += 1
+        self._idle.clear()
         preflight = request.method == "OPTIONS" and routed
         try:
+            if self._draining and not preflight:
+                raise Unavailable("shutting_down", "the router is shutting down; retry")
             if preflight:
                 response = web.Response(
                     status=204,
@@ -282,6 +311,9 @@ class Gateway(RoleBase):
             )
         finally:
             self.metrics.in_flight.dec()
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
         if not preflight:
             response.headers.update(browser.cors_headers(origin))
         self.metrics.on_request(path, response.status, time.monotonic() - started)
@@ -313,19 +345,27 @@ class Gateway(RoleBase):
 
         return handle
 
+    def _deadline(self) -> float:
+        """When a request that has its body must be answered: ``produce_timeout`` from then,
+        whatever the time goes to (parsing, waiting for a write slot, Kafka's ack)."""
+        return asyncio.get_running_loop().time() + self.produce_timeout
+
     async def _single(self, request: web.Request, kind: str) -> web.StreamResponse:
         received_at = spec.now()
         header_key = auth.key_from_headers(request.headers)
         if header_key is not None:
             auth.resolve(header_key, None, self._sources)  # 401 before reading the body
         raw = await parsing.read_body(request, parsing.SINGLE_LIMIT, self.read_timeout)
+        deadline = self._deadline()
         data = parsing.decode(raw, request.headers.get("Content-Encoding"), parsing.SINGLE_LIMIT)
         body = parsing.parse_object(data)
         write_key, source_id = auth.resolve(header_key, body, self._sources)
         if self._limiter is not None:
             self._limiter.check(write_key, 1)
-        record = self._events.single(body, kind, write_key=write_key, received_at=received_at)
-        await self._writer().write([record])
+        record = self._events.single(
+            body, kind, write_key=write_key, received_at=received_at, sent_bytes=len(data)
+        )
+        await self._writer().write([record], deadline=deadline)
         self.metrics.on_accepted(source_id, 1)
         return web.Response(body=_SUCCESS, content_type=_JSON)
 
@@ -335,6 +375,7 @@ class Gateway(RoleBase):
         if header_key is not None:
             auth.resolve(header_key, None, self._sources)
         raw = await parsing.read_body(request, parsing.BATCH_LIMIT, self.read_timeout)
+        deadline = self._deadline()
         data = parsing.decode(raw, request.headers.get("Content-Encoding"), parsing.BATCH_LIMIT)
         body = parsing.parse_object(data)
         items = body.get("batch")
@@ -353,9 +394,10 @@ class Gateway(RoleBase):
             received_at=received_at,
             path=request.path,
             measure_items=len(data) > spec.MAX_EVENT_BYTES,
+            body_bytes=len(data),
         )
         request[_EVENTS] = prepared.accepted + len(prepared.errors)
-        await self._writer().write(prepared.records)
+        await self._writer().write(prepared.records, deadline=deadline)
         self.metrics.on_accepted(source_id, prepared.accepted)
         if not prepared.errors:
             return web.Response(body=_SUCCESS, content_type=_JSON)

@@ -16,7 +16,13 @@ otherwise (``receivedAt`` is the event's own ISO text).
 - GET ``/api/v1/sources/{id}/events?q=&type=&event=&limit=``: the debugger, newest first;
 - GET ``/api/v1/sources/{id}/live?q=&type=&event=``: the same, live (text/event-stream);
 - GET ``/api/v1/events/{messageId}``: what happened to one event at every destination;
-- GET ``/api/v1/violations?window=&source=``: tracking-plan violations per source and plan.
+- GET ``/api/v1/violations?window=&source=``: tracking-plan violations per source and plan;
+- POST ``/api/v1/privacy/regulations``: body ``{"regulationType": "SUPPRESS" | "UNSUPPRESS" |
+  "SUPPRESS_WITH_DELETE", "subjectIds": ["u1", ...], "reason": "..."}`` (Segment's shape;
+  ``subjectType``, when given, must be ``USER_ID``): one regulation per user id;
+- GET ``/api/v1/privacy/regulations?userId=&limit=``: regulations, newest first, with each
+  destination's deletion status; GET ``/api/v1/privacy/regulations/{id}``: one;
+- GET ``/api/v1/privacy/suppressions``: the users suppressed now.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from router.ops.auth import TokenCheck, error
 from router.ops.console import BadRequest, Console, NotFound
 from router.ops.debugger import Filters
 from router.ops.reading import InvalidMoment, parse_moment
+from router.privacy.records import REGULATION_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +108,10 @@ class ConsoleApi:
         add("GET", "/api/v1/sources/{id}/schema", self.source_schema)
         add("GET", "/api/v1/events/{message_id}", self.event)
         add("GET", "/api/v1/violations", self.violations)
+        add("POST", "/api/v1/privacy/regulations", self.regulate)
+        add("GET", "/api/v1/privacy/regulations", self.regulations)
+        add("GET", "/api/v1/privacy/regulations/{id}", self.regulation)
+        add("GET", "/api/v1/privacy/suppressions", self.suppressions)
         add("*", "/api/{tail:.*}", self.unknown)
 
     @web.middleware
@@ -208,6 +219,44 @@ class ConsoleApi:
         """The source's schema as the processors saw it (event names, properties and traits
         with types, counts, first and last seen), merged over the processor instances."""
         return _json(await self.console.source_schema(request.match_info["id"]))
+
+    async def regulate(self, request: web.Request) -> web.Response:
+        try:
+            body = orjson.loads(await request.read() or b"{}")
+        except orjson.JSONDecodeError:
+            raise BadRequest("invalid_json", "the body is not JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("invalid_body", "the body must be a JSON object")
+        kind = body.get("regulationType")
+        if kind not in REGULATION_TYPES:
+            raise BadRequest(
+                "invalid_regulation_type",
+                f"regulationType must be one of {', '.join(REGULATION_TYPES)}",
+            )
+        subject_type = body.get("subjectType", "USER_ID")
+        if subject_type != "USER_ID":
+            raise BadRequest(
+                "invalid_subject_type", "subjectType must be USER_ID (regulations are by userId)"
+            )
+        ids = body.get("subjectIds")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise BadRequest("invalid_subject_ids", "subjectIds must be a list of user ids")
+        reason = body.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise BadRequest("invalid_reason", "reason must be a string")
+        created = await self.console.regulate(kind, ids, reason)
+        return _json({"regulations": created})
+
+    async def regulations(self, request: web.Request) -> web.Response:
+        limit = _int(request, "limit", 100, high=MAX_LIMIT)
+        user_id = request.query.get("userId") or None
+        return _json(self.console.regulation_list(user_id, limit))
+
+    async def regulation(self, request: web.Request) -> web.Response:
+        return _json(self.console.regulation(request.match_info["id"]))
+
+    async def suppressions(self, _request: web.Request) -> web.Response:
+        return _json(self.console.suppression_list())
 
     async def live(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: ``event`` (a new debugger entry matching the filters),

@@ -34,6 +34,7 @@ from router.ops.console import parse_letter_id
 from router.ops.deadletters import load_dead_letters, redrive
 from router.ops.reading import InvalidMoment, parse_moment, to_ms
 from router.ops.replay import ReplayError, find_window, replay
+from router.privacy.state import read_privacy
 
 
 class CommandError(Exception):
@@ -121,8 +122,16 @@ async def dlq_command(workspace: Workspace, args: argparse.Namespace) -> int:
     _destination(workspace, args.destination)
     topics = topics_for(workspace.kafka)
     since = _moment(getattr(args, "since", None), "--since")
+    # Letters of users deleted by a privacy regulation are never listed or redriven.
+    _, book = await read_privacy(workspace.kafka, topics, role="dlq")
     with _progress(f"reading {topics.dead_letter(args.destination)}", None) as advance:
-        store = await load_dead_letters(workspace.kafka, topics, args.destination, progress=advance)
+        store = await load_dead_letters(
+            workspace.kafka,
+            topics,
+            args.destination,
+            progress=advance,
+            forgotten=set(book.deleted),
+        )
     try:
         if args.action == "list":
             return await _list(store, args, since)

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
+from router.backoff import Backoff
 from router.broker.clients import BatchSender, make_producer
 from router.broker.topics import Topics, ensure_topics, topics_for
 from router.config import Workspace, parse_duration
@@ -37,9 +39,18 @@ from router.ops.deadletters import RedriveResult, parse_dead_letter, redrive
 from router.ops.debugger import Filters, SourceTail, Subscriber, TailEntry
 from router.ops.explain import Explainer
 from router.ops.reading import TopicReader
-from router.ops.status import parse_status
+from router.ops.status import StatusRecord, parse_status
 from router.ops.store import Batch, Folded, Store
 from router.ops.violations import parse_violations
+from router.privacy.records import (
+    SUPPRESS,
+    SUPPRESS_WITH_DELETE,
+    UNSUPPRESS,
+    Regulation,
+    Suppression,
+)
+from router.privacy.state import RegulationBook, SuppressionList
+from router.privacy.submit import submit
 from router.roles import RoleBase
 from router.schema_topic import read_source_schemas
 
@@ -108,6 +119,18 @@ class Console(RoleBase):
         self.sources = {s.id: s for s in workspace.sources}
         self.plans = {s.id: s.tracking_plan.plan for s in workspace.sources if s.tracking_plan}
         self._dlq_topics = {self.topics.dead_letter(d): d for d in self.destinations}
+        # Privacy: the debugger explains a suppressed user's events as suppressed; a deleted
+        # user's entries, dead letters and samples are forgotten as soon as the regulation is
+        # read (and never folded again, even when the store is rebuilt from the topics).
+        self.suppressions = SuppressionList()
+        self.regulations = RegulationBook()
+        self.explainer.pipeline.suppressed = self.suppressions.users
+        self.regulations.on_change.append(self._on_regulations)
+        self._privacy_tails = [
+            self.suppressions.tail(workspace.kafka, self.topics, role="ops"),
+            self.regulations.tail(workspace.kafka, self.topics, role="ops"),
+        ]
+        self._to_forget: set[str] = set()
         self._reader: TopicReader | None = None
         self._producer: AIOKafkaProducer | None = None
         self._sender: BatchSender | None = None
@@ -133,6 +156,9 @@ class Console(RoleBase):
         self._started = True
         try:
             self.metrics.register(list(self.destinations))
+            for privacy_tail in self._privacy_tails:
+                await privacy_tail.start()
+            await self._forget_pending()
             await self.tail.start()
             reader = TopicReader(kafka, role="ops-fold", max_poll_records=5000)
             await reader.start()
@@ -174,6 +200,8 @@ class Console(RoleBase):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.tail.stop()
+        for privacy_tail in self._privacy_tails:
+            await privacy_tail.stop()
         reader, self._reader = self._reader, None
         if reader is not None:
             await reader.close()
@@ -190,25 +218,37 @@ class Console(RoleBase):
         healthy, detail = self.tail.health()
         if not healthy:
             return False, detail
+        for privacy_tail in self._privacy_tails:
+            following = privacy_tail.failure()
+            if following:
+                return False, following
         return True, f"{self.folded} folded; debugger {detail}"
 
     def failure(self) -> str | None:
         task = self._task
         if task is not None and task.done() and not task.cancelled():
             return f"the console's fold loop ended: {task.exception()!r}"
+        for privacy_tail in self._privacy_tails:
+            following = privacy_tail.failure()
+            if following:
+                return following
         return None
 
     # ------------------------------------------------------------ folding
 
     async def _fold_loop(self, reader: TopicReader) -> None:
         consumer = reader.consumer
+        backoff = Backoff(first=0.5, cap=10.0)
         while True:
             try:
                 polled = await consumer.getmany(timeout_ms=500, max_records=5000)
+                backoff.reset()
             except KafkaError as exc:
                 logger.warning("console: reading failed (%s); retrying", exc)
-                await asyncio.sleep(1.0)
+                await backoff.wait()
                 continue
+            if self._to_forget:
+                await self._forget_pending()
             if polled:
                 batch = self._parse(polled)
                 folded: Folded = await self.store.call(self.store.fold, batch)
@@ -265,7 +305,75 @@ class Console(RoleBase):
             counts[kind][0] += len(records)
         for kind, (records_seen, unreadable) in counts.items():
             self.metrics.on_fold(kind, records_seen, unreadable)
+        forgotten = self.tail.forgotten
+        if forgotten:
+            batch.letters = [x for x in batch.letters if x.user_id not in forgotten]
+            batch.statuses = [_without_sample_of(s, forgotten) for s in batch.statuses]
         return batch
+
+    # ------------------------------------------------------------ privacy
+
+    def _on_regulations(self, changed: list[Regulation]) -> None:
+        deleted = {r.user_id for r in changed if r.deletes} - self.tail.forgotten
+        if deleted:
+            removed = self.tail.forget(deleted)
+            self._to_forget |= deleted
+            logger.info(
+                "console: %d user(s) deleted (privacy): %d debugger entries forgotten",
+                len(deleted),
+                removed,
+            )
+
+    async def _forget_pending(self) -> None:
+        users, self._to_forget = self._to_forget, set()
+        if users:
+            removed = await self.store.call(queries.forget_users, sorted(users))
+            touched = set(self.destinations)
+            logger.info("console: forgot deleted users' %s", removed)
+            await self._refresh_backlogs(touched)
+
+    async def regulate(
+        self, kind: str, user_ids: Sequence[str], reason: str | None
+    ) -> list[dict[str, Any]]:
+        """Create regulations (one per user id) and apply them here at once."""
+        assert self._sender is not None, "the console is not started"
+        try:
+            created = await submit(
+                self._sender, self.topics, self.workspace, kind, user_ids, reason
+            )
+        except ValueError as exc:
+            raise BadRequest("invalid_regulation", str(exc)) from None
+        for regulation in created:
+            if regulation.type == UNSUPPRESS:
+                self.suppressions.put(regulation.user_id, None)
+            elif regulation.type in (SUPPRESS, SUPPRESS_WITH_DELETE):
+                self.suppressions.put(
+                    regulation.user_id,
+                    Suppression(
+                        regulation.user_id, regulation.reason, regulation.created_at, regulation.id
+                    ),
+                )
+        changed = self.regulations.add(created)
+        self._on_regulations(changed)
+        await self._forget_pending()
+        return [r.as_dict() for r in created]
+
+    def regulation_list(self, user_id: str | None, limit: int) -> dict[str, Any]:
+        listed = self.regulations.listed(user_id)
+        return {
+            "total": len(listed),
+            "regulations": [r.as_dict() for r in listed[:limit]],
+        }
+
+    def regulation(self, regulation_id: str) -> dict[str, Any]:
+        found = self.regulations.regulations.get(regulation_id)
+        if found is None:
+            raise NotFound("unknown_regulation", f"no regulation {regulation_id!r}")
+        return found.as_dict()
+
+    def suppression_list(self) -> dict[str, Any]:
+        listed = sorted(self.suppressions.details.values(), key=lambda x: x.at, reverse=True)
+        return {"total": len(listed), "suppressions": [x.as_dict() for x in listed]}
 
     async def _refresh_backlogs(self, destinations: set[str]) -> None:
         if not destinations:
@@ -511,6 +619,15 @@ class Console(RoleBase):
         since, until = self.window(window)
         plans = await self.store.call(queries.violations_view, since, until, source_id)
         return {"since": since, "until": until, "plans": plans}
+
+
+def _without_sample_of(record: StatusRecord, forgotten: set[str]) -> StatusRecord:
+    """``record`` without its sample event when that event is a deleted user's."""
+    error = record.error
+    event = error.get("event") if error else None
+    if isinstance(event, dict) and str(event.get("userId")) in forgotten:
+        return replace(record, error={**(error or {}), "event": None})
+    return record
 
 
 def parse_letter_id(letter_id: str) -> tuple[int, int]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -73,6 +74,7 @@ def parse_dead_letter(destination: str, record: Record, batch: Batch) -> None:
     source = body.get("sourceId")
     reason = body.get("reason")
     attempts = body.get("attempts")
+    user = event.get("userId")
     batch.letters.append(
         Letter(
             destination=destination,
@@ -87,6 +89,7 @@ def parse_dead_letter(destination: str, record: Record, batch: Batch) -> None:
             event_type=kind if isinstance(kind, str) else None,
             event_name=name if isinstance(name, str) else None,
             body=record.value or b"{}",
+            user_id=None if user is None else str(user),
         )
     )
 
@@ -178,9 +181,11 @@ async def load_dead_letters(
     destination: str,
     *,
     progress: Callable[[int], None] | None = None,
+    forgotten: AbstractSet[str] = frozenset(),
 ) -> Store:
     """A throwaway in-memory store holding ``destination``'s dead-letter topic, read to its
-    end (for command-line tools; the console keeps its own store up to date)."""
+    end (for command-line tools; the console keeps its own store up to date). Letters of
+    ``forgotten`` users (privacy deletion) are left out: never listed, never redriven."""
     store = Store(None, retention=float("inf"))
     await store.open()
     topic = topics.dead_letter(destination)
@@ -191,6 +196,8 @@ async def load_dead_letters(
             batch = Batch()
             for record in records:
                 parse_dead_letter(destination, record, batch)
+            if forgotten:
+                batch.letters = [x for x in batch.letters if x.user_id not in forgotten]
             await store.call(store.fold, batch)
             if progress is not None:
                 progress(len(records))

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from aiokafka.errors import KafkaError
 
+from router.backoff import Backoff
 from router.broker.topics import Topics
 from router.config import KafkaSettings
 from router.ops.explain import Explainer, KeptRecord, raw_record
@@ -45,6 +46,8 @@ class TailEntry:
     name: str | None
     received_at: str | None
     rejected: tuple[str, str] | None = None
+    #: The event's userId (privacy deletion forgets a user's entries).
+    user_id: str | None = None
     #: The explained view, computed on first use.
     view: dict[str, Any] | None = None
     text: str = ""
@@ -89,6 +92,11 @@ class Subscriber:
             self.skipped += 1
 
 
+def _user(event: dict[str, Any]) -> str | None:
+    user = event.get("userId")
+    return None if user is None else str(user)
+
+
 def _name(event: dict[str, Any]) -> str | None:
     value = event.get("event") if event.get("type") == "track" else event.get("name")
     return value if isinstance(value, str) else None
@@ -114,6 +122,8 @@ class SourceTail:
         self.entries: dict[str, deque[TailEntry]] = {}
         self.by_message: dict[str, TailEntry] = {}
         self.subscribers: set[Subscriber] = set()
+        #: Users whose data was deleted (privacy): their events are never kept here.
+        self.forgotten: set[str] = set()
         self.read = 0
         self.last_poll = time.monotonic()
         self._reader: TopicReader | None = None
@@ -146,12 +156,14 @@ class SourceTail:
 
     async def _run(self, reader: TopicReader, floors: dict[Any, int | None]) -> None:
         consumer = reader.consumer
+        backoff = Backoff(first=0.5, cap=10.0)
         while True:
             try:
                 polled = await consumer.getmany(timeout_ms=500, max_records=5000)
+                backoff.reset()
             except KafkaError as exc:
                 logger.warning("debugger: reading %s failed (%s); retrying", self.topic, exc)
-                await asyncio.sleep(1.0)
+                await backoff.wait()
                 continue
             self.last_poll = time.monotonic()
             records: list[Any] = []
@@ -227,6 +239,7 @@ class SourceTail:
                     kind=str(event.get("type")),
                     name=_name(event),
                     received_at=received if isinstance(received, str) else None,
+                    user_id=_user(event),
                 )
             )
         for rejection in rejections:
@@ -253,8 +266,11 @@ class SourceTail:
                     name=_name(body),
                     received_at=None,
                     rejected=(rejection.reason, rejection.message),
+                    user_id=_user(body),
                 )
             )
+        if self.forgotten:
+            fresh = [e for e in fresh if e.user_id not in self.forgotten]
         fresh.sort(key=lambda e: (e.record.timestamp, e.record.partition, e.record.offset))
         for entry in fresh:
             self._keep(entry)
@@ -280,6 +296,20 @@ class SourceTail:
         kept.append(entry)
         if entry.message_id is not None:
             self.by_message[entry.message_id] = entry
+
+    def forget(self, user_ids: set[str]) -> int:
+        """Privacy deletion: drop every kept entry of these users, and keep none from now on.
+        Returns how many entries went."""
+        self.forgotten |= user_ids
+        removed = 0
+        for source_id, kept in self.entries.items():
+            staying = deque(e for e in kept if e.user_id not in user_ids)
+            removed += len(kept) - len(staying)
+            self.entries[source_id] = staying
+        for message_id, entry in list(self.by_message.items()):
+            if entry.user_id in user_ids:
+                del self.by_message[message_id]
+        return removed
 
     # ------------------------------------------------------------ reading entries
 

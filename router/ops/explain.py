@@ -37,6 +37,7 @@ DROP_REASONS = {
     "filter_error": "a filter condition could not be evaluated",
     "transformation": "dropped by a transformation",
     "middleware": "dropped by source middleware",
+    "suppressed": "the user is suppressed (privacy regulation)",
 }
 
 
@@ -153,7 +154,7 @@ class Explainer:
             for output in result.outputs:
                 if output.topic in (self.topics.dlq, self.topics.violations):
                     with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
-                        message = str(orjson.loads(output.value).get("message") or reason)
+                        message = str(orjson.loads(output.value or b"{}").get("message") or reason)
                     break
             rejected = (reason, message)
         routed = {

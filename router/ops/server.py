@@ -2,6 +2,10 @@
 that runs the console (``router ops``, ``router run``) also its API (``/api/v1/``, admin
 token required) and its page (``/``).
 
+``/readyz`` answers 200 only while every role of the process has started, none reports a
+:meth:`~router.roles.Role.failure`, and the process is not stopping; otherwise 503 with the
+reason (``starting``, ``stopping``, or the failed role and why).
+
 The page is static (HTML, one script, one stylesheet, no build step); everything it shows
 comes from the API with the token the user typed, so the page itself holds no data.
 """
@@ -58,7 +62,9 @@ class OpsServer(RoleBase):
         self.roles = list(roles)
         self.host = host
         self.port = port
+        #: Set by the host once every role started, cleared when it begins to stop.
         self.ready = False
+        self.stopping = False
         self.console = console
         self.settings = settings or (console.settings if console else OpsSettings())
         self._runner: web.AppRunner | None = None
@@ -95,8 +101,21 @@ class OpsServer(RoleBase):
         }
         return web.json_response({"ok": ok, "roles": body}, status=200 if ok else 503)
 
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the process should get work, and why not."""
+        for role in self.roles:
+            reason = role.failure()
+            if reason:
+                return False, f"{role.name} failed: {reason}"
+        if self.stopping:
+            return False, "stopping"
+        if not self.ready:
+            return False, "starting"
+        return True, "ready"
+
     async def _readyz(self, _request: web.Request) -> web.Response:
-        return web.json_response({"ready": self.ready}, status=200 if self.ready else 503)
+        ready, detail = self.readiness()
+        return web.json_response({"ready": ready, "detail": detail}, status=200 if ready else 503)
 
     async def _page(self, _request: web.Request) -> web.Response:
         body = (STATIC / "index.html").read_bytes()

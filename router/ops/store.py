@@ -133,6 +133,8 @@ class Letter:
     event_type: str | None
     event_name: str | None
     body: bytes
+    #: The event's userId (privacy deletion leaves a deleted user's letters out).
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,6 +508,48 @@ def _fold_violations(connection: sqlite3.Connection, violations: Sequence[Violat
             "AND event_name IS ? AND violation_type = ? ORDER BY at DESC, id DESC LIMIT ?)",
             (source, plan, name, kind, source, plan, name, kind, SAMPLES_KEPT),
         )
+
+
+# ---------------------------------------------------------------- privacy
+
+
+def forget_users(connection: sqlite3.Connection, user_ids: Sequence[str]) -> dict[str, int]:
+    """Privacy deletion: remove the users' dead letters (by their event's ``userId``) and
+    every failure or violation sample that mentions them; rows removed per table.
+
+    Letters are matched exactly (another user's letter must stay redrivable); samples, which
+    only illustrate, go when their text holds the user id as a JSON string anywhere.
+    """
+    removed = {"letters": 0, "samples": 0, "violation_samples": 0}
+    if not user_ids:
+        return removed
+    connection.execute("BEGIN")
+    try:
+        for chunk in _chunks(sorted(set(user_ids))):
+            cursor = connection.execute(
+                "DELETE FROM letters WHERE CAST(json_extract(body, '$.event.userId') AS TEXT) "
+                f"IN ({_placeholders(len(chunk))})",
+                chunk,
+            )
+            removed["letters"] += cursor.rowcount
+        for user_id in set(user_ids):
+            quoted = orjson.dumps(user_id).decode()
+            for table in ("samples", "violation_samples"):
+                cursor = connection.execute(
+                    f"DELETE FROM {table} WHERE instr(body, ?) > 0",
+                    (quoted,),
+                )
+                removed[table] += cursor.rowcount
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    return removed
+
+
+def _chunks(items: Sequence[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield list(items[start : start + _CHUNK])
 
 
 # ---------------------------------------------------------------- queries

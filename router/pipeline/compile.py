@@ -17,6 +17,7 @@ from router.pipeline.middleware import (
     MiddlewareChain,
     compile_middleware,
 )
+from router.pipeline.pii import PiiRules, Redactor
 from router.pipeline.plans import PlanStage, ViolationTarget, compile_plan
 from router.pipeline.transforms import Transformer, compile_transformations
 
@@ -31,6 +32,8 @@ class CompiledDestination:
     transform: Transformer
     #: Call types the destination takes; None: every type.
     call_types: frozenset[str] | None = None
+    #: PII hashing/dropping for this destination (the fan-out's last stage); None: nothing.
+    pii: Redactor | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +53,10 @@ class CompiledWorkspace:
 
 
 def compile_destination(
-    dest: Destination, topics: Topics, call_types: frozenset[str] | None = None
+    dest: Destination,
+    topics: Topics,
+    call_types: frozenset[str] | None = None,
+    pii: PiiRules | None = None,
 ) -> CompiledDestination:
     return CompiledDestination(
         id=dest.id,
@@ -60,6 +66,7 @@ def compile_destination(
         filter=compile_filters(dest.filters),
         transform=compile_transformations(dest.transformations),
         call_types=call_types,
+        pii=pii.for_destination(dest) if pii is not None and not pii.empty else None,
     )
 
 
@@ -116,8 +123,9 @@ def compile_workspace(
     processor reads them from the destination registry); a destination missing from it
     takes every type."""
     types = call_types or {}
+    pii = PiiRules(workspace.privacy)
     destinations = {
-        d.id: compile_destination(d, topics, types.get(d.id)) for d in workspace.destinations
+        d.id: compile_destination(d, topics, types.get(d.id), pii) for d in workspace.destinations
     }
     sources = {s.id: compile_source(s, workspace, destinations, topics) for s in workspace.sources}
     by_key = {key: s.id for s in workspace.sources for key in s.write_keys}

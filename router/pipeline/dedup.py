@@ -104,7 +104,8 @@ class Deduplicator:
             group = by_partition.get(env.partition)
             if group is None:
                 group = by_partition[env.partition] = ([], [])
-            group[0].append(dedup_key(env.source_id, env.event["messageId"]))
+            key = env.dedup_key = dedup_key(env.source_id, env.event["messageId"])
+            group[0].append(key)
             group[1].append(index)
         now = self._clock()
         window = self.window
@@ -136,6 +137,14 @@ class Deduplicator:
         # they sit in memory, which the later stages read measurably faster.)
         kept = [env for env, keep in zip(envelopes, first, strict=True) if keep]
         return kept, duplicates, pending
+
+    def release(self, pending: PendingKeys, keys: set[bytes]) -> None:
+        """Take ``keys`` out of a batch's pending keys: those events were dead-lettered whole
+        after this stage (a middleware, plan or transformation failure), and a replay of the
+        fixed event must not be dropped as a duplicate of one that never went anywhere."""
+        for partition, pending_keys in pending.items():
+            pending[partition] = [key for key in pending_keys if key not in keys]
+        self._in_flight.difference_update(keys)
 
     def forget(self, pending: PendingKeys) -> None:
         """Drop in-flight keys of a batch that will be replayed (its outputs were not acked)."""

@@ -46,7 +46,7 @@ from router.pipeline.paths import (
     get_path,
     split_path,
 )
-from router.spec import Event
+from router.spec import Event, edit_may_invalidate
 
 DropReason: TypeAlias = Literal["sample", "drop", "only", "filter_error"]
 
@@ -109,7 +109,7 @@ class DestinationFilter:
     without building a result tuple per event and destination.
     """
 
-    __slots__ = ("_edits", "_gates", "_samplers", "apply", "empty")
+    __slots__ = ("_edits", "_gates", "_samplers", "apply", "empty", "may_invalidate")
 
     def __init__(
         self,
@@ -122,6 +122,14 @@ class DestinationFilter:
         self._gates: list[tuple[Condition, bool, DropReason]] = []
         # (allow, compiled copy-on-write edit, condition): drop_properties / allow_properties.
         edits: list[tuple[bool, Edit, Condition | None]] = []
+        # Only drop_properties can make an event invalid (``event``, ``properties``):
+        # allow_properties never removes a top-level field, and the ids are refused at load.
+        self.may_invalidate = any(
+            edit_may_invalidate(split_path(path))
+            for rule in filters
+            if isinstance(rule, DropPropertiesFilter)
+            for path in rule.fields
+        )
         for rule in filters:
             if isinstance(rule, SampleFilter):
                 self._samplers.append(_Sampler(rule, rng))

@@ -52,7 +52,7 @@ from router.pipeline.paths import (
     set_in_place,
     split_path,
 )
-from router.spec import Event
+from router.spec import Event, edit_may_invalidate
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ def _drop_fields(item: DropFields) -> Step:
     return compile_delete_in_place(item.fields)
 
 
-def _hash_text(value: Any) -> str:
+def hash_text(value: Any) -> str:
+    """The text a hash covers (see ``hash_fields`` above; PII hashing uses the same)."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
@@ -107,7 +108,7 @@ def _hash_fields(item: HashFields) -> Step:
     def digest(value: Any) -> Any:
         if value is None:
             return None
-        data = (salt + _hash_text(value)).encode()
+        data = (salt + hash_text(value)).encode()
         # Pseudonymization, not a security boundary; the algorithm is the operator's choice.
         return algorithm(data, usedforsecurity=False).hexdigest()
 
@@ -261,14 +262,36 @@ def _step(item: Middleware) -> Step:
     raise TypeError(f"unknown middleware {item!r}")  # pragma: no cover - config guards
 
 
-class MiddlewareChain:
-    """A source's compiled middleware, applied in config order to events it owns."""
+def _may_invalidate(item: Middleware) -> bool:
+    """Whether the step can turn a valid event into an invalid one (see spec.recheck)."""
+    if isinstance(item, DropFields | HashFields):
+        return any(edit_may_invalidate(split_path(path)) for path in item.fields)
+    if isinstance(item, RenameFields):
+        return any(
+            edit_may_invalidate(split_path(path)) for pair in item.fields.items() for path in pair
+        )
+    # add_context: context holds anything. event_name_case can empty a name ("!!!") or
+    # lengthen it past 255 (snake case adds "_"); a user function can do anything.
+    return not isinstance(item, AddContext)
 
-    __slots__ = ("_steps", "empty")
+
+class MiddlewareChain:
+    """A source's compiled middleware, applied in config order to events it owns.
+
+    Attributes:
+        may_invalidate: some step can make a valid event invalid, so what the chain returns
+            must be validated again.
+        runs_user_code: a ``function`` step runs; it may also nest the event arbitrarily deep
+            or put values in it that are not JSON.
+    """
+
+    __slots__ = ("_steps", "empty", "may_invalidate", "runs_user_code")
 
     def __init__(self, items: Sequence[Middleware]) -> None:
         self._steps = tuple(_step(item) for item in items)
         self.empty = not self._steps
+        self.may_invalidate = any(map(_may_invalidate, items))
+        self.runs_user_code = any(isinstance(item, UserFunction) for item in items)
 
     def __call__(self, event: Event) -> Event | None:
         """Apply every step; returns the (usually same, mutated) event, or None if dropped.

@@ -38,7 +38,7 @@ from router.pipeline.paths import (
     compile_setter,
     split_path,
 )
-from router.spec import Event
+from router.spec import Event, edit_may_invalidate
 
 logger = logging.getLogger(__name__)
 
@@ -103,11 +103,14 @@ class Transformer:
             skipped); for metrics.
     """
 
-    __slots__ = ("_steps", "apply", "empty", "errors")
+    __slots__ = ("_steps", "apply", "empty", "errors", "may_invalidate")
 
     def __init__(self, items: Sequence[Transformation]) -> None:
         self._steps = [(step.condition, step.kind, step.run) for step in map(_Step, items)]
         self.empty = not self._steps
+        self.may_invalidate = any(map(_may_invalidate, items))
+        """Some transformation can make a valid event invalid (``set_values: {event: ""}``):
+        what this returns must be validated again."""
         self.errors = 0
         self.apply: Callable[[Event], Event | None] = self._compile()
         """Same as calling the transformer; the processor calls this attribute directly."""
@@ -165,6 +168,18 @@ class Transformer:
 
 def _unchanged(event: Event) -> Event:
     return event
+
+
+def _may_invalidate(item: Transformation) -> bool:
+    if isinstance(item, RenameProperties):
+        return any(
+            edit_may_invalidate(split_path(path)) for pair in item.fields.items() for path in pair
+        )
+    if isinstance(item, SetValues):
+        return any(
+            edit_may_invalidate(split_path(path), value) for path, value in item.values.items()
+        )
+    return False  # rename_event writes 1-255 characters; drop_event drops
 
 
 def _on_field_test(

@@ -9,8 +9,10 @@
 The subclass gets every test below for free: settings validation (by path, never echoing a
 value), credentials held as ``SecretStr`` and masked in anything a person reads, every call
 type either encoded or declared unsupported, encoding that is deterministic and leaves events
-untouched, batching within the plugin's limits, the idempotency key, and (for HTTP partners)
-the classification of partner statuses (retry versus dead letter, ``Retry-After``).
+untouched, batching within the plugin's limits, the idempotency key, (for HTTP partners)
+the classification of partner statuses (retry versus dead letter, ``Retry-After``), and
+privacy deletion: a request covering no event, sent and checked like any other, or a reason
+why the destination cannot delete (``deletion_settings`` says which settings can).
 
 Destinations that are not HTTP partners set ``http = False``; the status tests then skip,
 and the destination's own tests cover what its writes answer.
@@ -27,6 +29,7 @@ import pytest
 
 from destinations.base import (
     AnyPlugin,
+    DeletionUnsupported,
     DestinationError,
     Encoded,
     Event,
@@ -128,6 +131,10 @@ class DestinationContract:
     statuses: ClassVar[dict[int, bool | None]] = STATUSES
     #: An HTTP partner: its answers are HTTP statuses and the status tests apply.
     http: ClassVar[bool] = True
+    #: Settings under which the destination can delete a user's data (None: it never can).
+    deletion_settings: ClassVar[dict[str, Any] | None] = None
+    #: Credentials those settings add (never shown either).
+    deletion_secrets: ClassVar[list[str]] = []
 
     # ------------------------------------------------------------ helpers
 
@@ -314,6 +321,39 @@ class DestinationContract:
         for secret in self.secrets:
             assert secret not in shown
         assert "abc123456" not in shown
+
+    # ------------------------------------------------------------ privacy deletion
+
+    def test_deletion_is_a_request_or_a_reason(self) -> None:
+        plugin = self.make_plugin(settings=self.deletion_settings or self.valid_settings)
+        request = plugin.deletion_request("user-7")
+        if self.deletion_settings is None:
+            assert isinstance(request, DeletionUnsupported)
+            assert len(request.reason) > 10  # a sentence a person can act on
+            return
+        assert not isinstance(request, DeletionUnsupported), request.reason
+        assert tuple(getattr(request, "covers", ())) == ()  # it covers no event
+        assert plugin.deletion_request("user-7") == request
+        shown = json.dumps(plugin.describe_request(request))
+        for secret in self.secrets + self.deletion_secrets:
+            assert secret not in shown
+        assert self.deletion_secrets == [] or all(
+            secret in plugin.secrets() for secret in self.deletion_secrets
+        )
+        if not self.http:
+            return
+        assert not plugin.check(request, self.response(200))
+        with pytest.raises(RetryableError):
+            plugin.check(request, self.response(503))
+        with pytest.raises(PermanentError):
+            plugin.check(request, self.response(401))
+
+    def test_deletion_without_its_settings_says_why(self) -> None:
+        if self.deletion_settings is None or self.deletion_settings == self.valid_settings:
+            pytest.skip("deletion needs no settings beyond the valid ones")
+        request = self.make_plugin().deletion_request("user-7")
+        assert isinstance(request, DeletionUnsupported)
+        assert "settings." in request.reason  # names the setting to add
 
 
 def plugin_batch(contract: DestinationContract) -> int | None:

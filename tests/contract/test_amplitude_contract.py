@@ -20,3 +20,9 @@ class TestAmplitudeContract(DestinationContract):
     ]
     secrets: ClassVar[list[str]] = ["amp-key-0123456789abcdef"]
     batch_sizes = (1, 5, 2000)
+    deletion_settings: ClassVar[dict[str, Any] | None] = {
+        "api_key": "amp-key-0123456789abcdef",
+        "secret_key": "amp-secret-0123456789abcdef",
+        "region": "eu",
+    }
+    deletion_secrets: ClassVar[list[str]] = ["amp-secret-0123456789abcdef"]

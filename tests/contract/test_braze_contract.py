@@ -30,3 +30,4 @@ class TestBrazeContract(DestinationContract):
     ]
     secrets: ClassVar[list[str]] = [API_KEY]
     batch_sizes = (1, 5, 75, 750)
+    deletion_settings = valid_settings

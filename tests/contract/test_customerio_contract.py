@@ -21,3 +21,4 @@ class TestCustomerIOContract(DestinationContract):
     ]
     secrets: ClassVar[list[str]] = [SITE_ID, API_KEY]
     batch_sizes = (1, 5, 100, 1000)
+    deletion_settings = valid_settings

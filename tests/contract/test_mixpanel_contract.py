@@ -27,3 +27,9 @@ class TestMixpanelContract(DestinationContract):
     ]
     secrets: ClassVar[list[str]] = ["tok-mixpanel-0123456789", "sa-secret-abcdef012345"]
     batch_sizes = (1, 6, 2000)
+    deletion_settings: ClassVar[dict[str, Any] | None] = {
+        "project_token": "tok-mixpanel-0123456789",
+        "gdpr_token": "gdpr-oauth-0123456789abcdef",
+        "region": "eu",
+    }
+    deletion_secrets: ClassVar[list[str]] = ["gdpr-oauth-0123456789abcdef"]

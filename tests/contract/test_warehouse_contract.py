@@ -21,6 +21,7 @@ class TestWarehouseDuckDBContract(DestinationContract):
         ({"schema": "no spaces"}, "schema"),
     ]
     batch_sizes = (1, 100, 5000)
+    deletion_settings = valid_settings
 
 
 class TestWarehousePostgresContract(DestinationContract):
@@ -35,3 +36,4 @@ class TestWarehousePostgresContract(DestinationContract):
     }
     secrets: ClassVar[list[str]] = ["pg-secret-0123456789"]
     batch_sizes = (1, 5000)
+    deletion_settings = valid_settings

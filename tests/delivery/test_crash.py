@@ -1,6 +1,6 @@
 """A delivery agent killed mid-batch loses nothing; its successor's duplicates are counted.
 
-The agent runs as ``python -m router.delivery`` in a subprocess; the fake partner runs here.
+The agent runs as ``router deliver`` in a subprocess; the fake partner runs here.
 """
 
 from __future__ import annotations
@@ -41,12 +41,13 @@ pytestmark = pytest.mark.integration
 async def agent_process(
     config: Path, bootstrap: str, log: Path, *, grace: float = 5.0
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
-    """``python -m router.delivery`` for destination "hook"; yields once /readyz answers 200."""
+    """``router deliver`` for destination "hook"; yields once /readyz answers 200."""
     port = free_port()
     command = [
-        "-m", "router.delivery", "--config", str(config), "--destination", "hook",
-        "--bootstrap", bootstrap, "--ops-port", str(port), "--grace", str(grace),
-        "--session-timeout-ms", "3000", "--commit-interval", "0.3",
+        "-m", "router.cli", "deliver", "--config", str(config), "--destination", "hook",
+        "--bootstrap", bootstrap, "--ops-port", str(port), "--shutdown-grace", str(grace),
+        "--session-timeout", "3", "--commit-interval", "0.3",
+        "--state-dir", str(config.parent / "state"),
     ]  # fmt: skip
     with log.open("ab") as output:
         process = await asyncio.create_subprocess_exec(

@@ -24,6 +24,7 @@ import yaml
 from router.broker.topics import Topics
 from router.cli import build_parser
 from router.config import Workspace
+from router.ops.console import state_path
 from router.workspace import ENV_REF, load_workspace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +32,13 @@ K8S = ROOT / "deploy" / "kubernetes"
 BASE = K8S / "base"
 PRODUCTION = K8S / "overlays" / "production"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+#: Every workload of the base: (kind, name) -> the router command it runs.
+ROLES = {
+    ("StatefulSet", "event-router-processor"): "process",
+    ("Deployment", "event-router-deliver"): "deliver",
+    ("Deployment", "event-router-gateway"): "gateway",
+    ("StatefulSet", "event-router-ops"): "ops",
+}
 OPS_PORT = 9300
 DAY_MS = 86_400_000
 ISOLATED_BEGIN = "# --- BEGIN isolated-destination example"
@@ -108,6 +116,44 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def workloads_of(docs: tuple[Doc, ...] | list[Doc]) -> list[Doc]:
+    return [d for d in docs if d["kind"] in WORKLOAD_KINDS]
+
+
+def scaled_workloads(docs: tuple[Doc, ...] | list[Doc]) -> set[tuple[str, str]]:
+    """(kind, name) of every workload a ScaledObject scales."""
+    return {
+        (s["spec"]["scaleTargetRef"]["kind"], s["spec"]["scaleTargetRef"]["name"])
+        for s in of_kind(docs, "ScaledObject")
+    }
+
+
+def replica_problems(docs: tuple[Doc, ...] | list[Doc]) -> list[str]:
+    """KEDA owns the replica count of what it scales; everything else runs exactly one pod."""
+    scaled = scaled_workloads(docs)
+    problems = []
+    for workload in workloads_of(docs):
+        key = (workload["kind"], workload["metadata"]["name"])
+        replicas = workload["spec"].get("replicas")
+        if key in scaled and replicas is not None:
+            problems.append(f"{key[1]}: spec.replicas is set, but KEDA owns the replica count")
+        if key not in scaled and replicas != 1:
+            problems.append(f"{key[1]}: not autoscaled, so spec.replicas must be 1")
+    return problems
+
+
+def mount_of(container: Doc, path: str) -> str | None:
+    """The volume whose mount holds ``path`` (the deepest mount point above it)."""
+    best: tuple[int, str] | None = None
+    for mount in container.get("volumeMounts", []):
+        point = Path(mount["mountPath"])
+        if Path(path) == point or point in Path(path).parents:
+            depth = len(point.parts)
+            if best is None or depth > best[0]:
+                best = (depth, mount["name"])
+    return best[1] if best else None
+
+
 def router_args(container: Doc) -> Any:
     """The container's args as the router's own CLI parses them (unknown flags fail here)."""
     assert "command" not in container, "the image's ENTRYPOINT is `router`; set args only"
@@ -159,10 +205,7 @@ def workload_problems(workload: Doc) -> list[str]:
     """Probes, shutdown, security and resources of one Deployment/StatefulSet."""
     name = workload["metadata"]["name"]
     problems: list[str] = []
-    spec = workload["spec"]
-    pod = spec["template"]["spec"]
-    if "replicas" in spec:
-        problems.append(f"{name}: spec.replicas is set, but KEDA owns the replica count")
+    pod = workload["spec"]["template"]["spec"]
     pod_security = pod.get("securityContext", {})
     if pod_security.get("runAsNonRoot") is not True or pod_security.get("runAsUser") != 10001:
         problems.append(f"{name}: pod securityContext must run as non-root uid 10001")
@@ -295,19 +338,15 @@ def test_custom_resources_use_known_fields() -> None:
 
 
 def test_workloads_probe_shut_down_and_run_locked_down() -> None:
-    workloads = [d for d in base_docs() if d["kind"] in WORKLOAD_KINDS]
-    assert len(workloads) == 3
+    workloads = workloads_of(base_docs())
+    assert {(w["kind"], w["metadata"]["name"]) for w in workloads} == set(ROLES)
     problems = [p for w in workloads for p in workload_problems(w)]
+    problems += replica_problems(base_docs())
     assert not problems, "\n".join(problems)
 
 
 def test_each_role_runs_its_router_command(workspace: Workspace) -> None:
-    commands = {
-        "event-router-processor": ("StatefulSet", "process"),
-        "event-router-deliver": ("Deployment", "deliver"),
-        "event-router-gateway": ("Deployment", "gateway"),
-    }
-    for name, (kind, command) in commands.items():
+    for (kind, name), command in ROLES.items():
         (container,) = containers(named(base_docs(), kind, name))
         args = router_args(container)
         assert args.command == command, name
@@ -325,6 +364,47 @@ def test_processor_keeps_its_dedup_state_on_a_volume(workspace: Workspace) -> No
     )
     governing = named(base_docs(), "Service", processor["spec"]["serviceName"])
     assert governing["spec"].get("clusterIP") == "None", "a StatefulSet needs a headless Service"
+
+
+def test_console_runs_once_with_its_fold_on_a_volume(workspace: Workspace) -> None:
+    console = named(base_docs(), "StatefulSet", "event-router-ops")
+    assert ("StatefulSet", "event-router-ops") not in scaled_workloads(base_docs())
+    assert console["spec"]["replicas"] == 1, "one console: each would fold everything again"
+    (container,) = containers(console)
+    database = state_path(workspace)  # where `router ops` keeps its fold, as the code says
+    claims = {c["metadata"]["name"] for c in console["spec"]["volumeClaimTemplates"]}
+    assert mount_of(container, str(database)) in claims, f"{database} is not on a volume claim"
+    governing = named(base_docs(), "Service", console["spec"]["serviceName"])
+    assert governing["spec"].get("clusterIP") == "None", "a StatefulSet needs a headless Service"
+    assert selects(governing["spec"]["selector"], console["spec"]["template"]["metadata"]["labels"])
+
+
+def test_console_token_comes_from_the_secret(workspace: Workspace) -> None:
+    raw = yaml.safe_load((BASE / "workspace.yaml").read_text())
+    (reference,) = ENV_REF.finditer(raw["ops"]["admin_token"])
+    assert reference.group(2) is None, "no default: a missing token must stop the pod, not open it"
+    variable = reference.group(1)
+    secret = credentials_example()
+    assert variable in secret["stringData"]
+    assert workspace.ops.admin_token is not None  # loaded from the Secret's variable
+    (container,) = containers(named(base_docs(), "StatefulSet", "event-router-ops"))
+    refs = {s.get("secretRef", {}).get("name") for s in container["envFrom"]}
+    assert secret["metadata"]["name"] in refs
+
+
+def test_console_page_and_api_are_served_in_the_cluster() -> None:
+    console = named(base_docs(), "StatefulSet", "event-router-ops")
+    (container,) = containers(console)
+    args = router_args(container)
+    pod_labels = console["spec"]["template"]["metadata"]["labels"]
+    (service,) = [
+        s
+        for s in of_kind(base_docs(), "Service")
+        if s["spec"].get("clusterIP") != "None" and selects(s["spec"]["selector"], pod_labels)
+    ]
+    assert service["metadata"]["name"] == "event-router-ops"  # the name the README tells
+    (port,) = service["spec"]["ports"]
+    assert port_number(container, port["targetPort"]) == args.ops_port
 
 
 def test_processor_replicas_never_exceed_partitions(workspace: Workspace) -> None:
@@ -345,37 +425,45 @@ def test_gateway_serves_the_tracking_api_on_8080() -> None:
     assert selects(service["spec"]["selector"], gateway["spec"]["template"]["metadata"]["labels"])
 
 
-@pytest.mark.parametrize("component", ["processor", "deliver", "gateway"])
+@pytest.mark.parametrize("component", ["processor", "deliver", "gateway", "ops"])
 def test_each_role_has_metrics_service_monitor_and_pdb(component: str) -> None:
     docs = base_docs()
     (workload,) = [
         d
-        for d in docs
-        if d["kind"] in WORKLOAD_KINDS
-        and d["metadata"]["labels"]["app.kubernetes.io/component"] == component
+        for d in workloads_of(docs)
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == component
     ]
+    (container,) = containers(workload)
     pod_labels = workload["spec"]["template"]["metadata"]["labels"]
     metrics = [
-        s
+        (s, p)
         for s in of_kind(docs, "Service")
         if selects(s["spec"]["selector"], pod_labels)
-        and any(p["port"] == OPS_PORT and p.get("name") == "metrics" for p in s["spec"]["ports"])
+        for p in s["spec"].get("ports", [])
+        if port_number(container, p["targetPort"]) == OPS_PORT
     ]
-    assert len(metrics) == 1, f"{component}: one Service with a 'metrics' port {OPS_PORT}"
-    (service,) = metrics
+    assert len(metrics) == 1, f"{component}: one Service port to the ops port {OPS_PORT}"
+    ((service, port),) = metrics
+    assert service["metadata"]["labels"].get("event-router/metrics") == "true", component
     monitors = [
         m
         for m in of_kind(docs, "ServiceMonitor")
         if selects(m["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
     ]
     assert len(monitors) == 1, f"{component}: one ServiceMonitor selecting {service['metadata']}"
-    assert [e["port"] for e in monitors[0]["spec"]["endpoints"]] == ["metrics"]
+    assert [(e["port"], e["path"]) for e in monitors[0]["spec"]["endpoints"]] == [
+        (port["name"], "/metrics")
+    ]
     assert monitors[0]["apiVersion"] == "monitoring.coreos.com/v1"
     budgets = [
         p
         for p in of_kind(docs, "PodDisruptionBudget")
         if selects(p["spec"]["selector"]["matchLabels"], pod_labels)
     ]
+    if workload["spec"].get("replicas") == 1:
+        # One pod, never scaled: a budget could only block every drain or allow everything.
+        assert not budgets, f"{component}: a PodDisruptionBudget on a single pod"
+        return
     assert len(budgets) == 1, f"{component}: one PodDisruptionBudget"
     assert "minAvailable" not in budgets[0]["spec"], "minAvailable: 1 blocks drains at 1 replica"
 
@@ -439,6 +527,12 @@ def test_topic_retention_by_kind(workspace: Workspace) -> None:
     }
     for name, expected in days.items():
         assert retention[name] == expected * DAY_MS, name
+    policies = {
+        topic_name(t): t["spec"]["config"]["cleanup.policy"]
+        for t in of_kind(base_docs(), "KafkaTopic")
+    }
+    for name in topics.compacted:  # state (the latest record per key), never expired
+        assert (policies[name], retention[name]) == ("compact", -1), name
 
 
 def test_keda_triggers_follow_the_router_consumer_groups(workspace: Workspace) -> None:
@@ -480,6 +574,7 @@ def test_isolated_destination_example_is_valid(workspace: Workspace) -> None:
     (deployment,) = of_kind(docs, "Deployment")
     (scaled,) = of_kind(docs, "ScaledObject")
     assert not workload_problems(deployment), workload_problems(deployment)
+    assert not replica_problems(docs), replica_problems(docs)
     (container,) = containers(deployment)
     destinations = router_args(container).destination
     assert len(destinations) == 1
@@ -539,7 +634,7 @@ def test_docker_compose_prometheus_scrapes_the_router_services() -> None:
         assert args.ops_port == int(port), target
         assert args.ops_host == "0.0.0.0", f"{host}: ops server not reachable from prometheus"
         scraped.add(args.command)
-    assert scraped == {"process", "deliver", "gateway"}
+    assert scraped == set(ROLES.values()), "every role's metrics, the console's included"
 
 
 # ---------------------------------------------------------------- kustomize build
@@ -568,8 +663,10 @@ needs_kustomize = pytest.mark.skipif(
 def test_kustomize_build(folder: Path, workspace: Workspace) -> None:
     docs = build(folder)
     assert not of_kind(docs, "HorizontalPodAutoscaler")
-    workloads = [d for d in docs if d["kind"] in WORKLOAD_KINDS]
+    workloads = workloads_of(docs)
+    assert {(w["kind"], w["metadata"]["name"]) for w in workloads} == set(ROLES)
     problems = [p for w in workloads for p in workload_problems(w)]
+    problems += replica_problems(docs)
     assert not problems, "\n".join(problems)
     config_maps = {d["metadata"]["name"]: d for d in of_kind(docs, "ConfigMap")}
     for workload in workloads:
@@ -623,3 +720,11 @@ def test_production_overlay_changes_what_it_says() -> None:
                 containers(workload)[0]["resources"]
                 != containers(named(base, kind, name))[0]["resources"]
             ), f"{name}: the overlay does not size it"
+    for workload in of_kind(docs, "StatefulSet"):
+        name = workload["metadata"]["name"]
+        sizes = [c["spec"]["resources"] for c in workload["spec"]["volumeClaimTemplates"]]
+        base_sizes = [
+            c["spec"]["resources"]
+            for c in named(base, "StatefulSet", name)["spec"]["volumeClaimTemplates"]
+        ]
+        assert sizes != base_sizes, f"{name}: the overlay does not size its volume"

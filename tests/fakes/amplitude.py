@@ -13,10 +13,18 @@ characters); ``time`` is ms since epoch. Answers:
   "exceeded_daily_quota_users", "exceeded_daily_quota_devices", "throttled_events"}``.
 
 A 400 or 429 ingests nothing. ``insert_id`` deduplicates (a repeat is accepted, not counted).
+
+User Privacy API (v1), ``POST /api/2/deletions/users``: Basic auth ``api_key:secret_key``
+(else 401); a JSON body with ``user_ids`` and/or ``amplitude_ids`` (at most 100 each, at
+least one id), optional ``requester`` (a string), ``ignore_invalid_id`` and
+``delete_from_org`` (booleans written as the strings ``"True"``/``"False"``); answers 200 with
+the deletion jobs scheduled (``[{"amplitude_ids": [{"amplitude_id", "requested_on_day",
+"requester"}], "app", "day", "status": "staging"}]``), else 400 naming the problem.
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,9 +48,80 @@ class FakeAmplitude(FakePartner):
     #: event_type values treated as invalid (``events_with_invalid_fields``).
     invalid_event_types: set[str] = field(default_factory=set)
     ingested: dict[str, dict[str, Any]] = field(default_factory=dict)
+    secret_key: str = "amp-secret-000000"
+    #: Statuses to answer the next deletion requests with (then 200 again).
+    deletion_failures: list[int] = field(default_factory=list)
+    #: user ids of the deletion jobs scheduled.
+    deleted_users: list[str] = field(default_factory=list)
+    #: Every way a deletion request broke the reference (a test asserts there are none).
+    problems: list[str] = field(default_factory=list)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/2/httpapi", self._httpapi)
+        app.router.add_post("/api/2/deletions/users", self._deletions)
+
+    async def _deletions(self, request: web.Request) -> web.Response:
+        call = await self.record(request)
+        header = call.headers.get("Authorization", "")
+        expected = base64.b64encode(f"{self.api_key}:{self.secret_key}".encode()).decode()
+        if header != f"Basic {expected}":
+            self.problems.append("deletion without the api_key:secret_key Basic auth")
+            return self.answer(call, 401, "Invalid API key or secret key")
+        if self.deletion_failures:
+            return self.answer(call, self.deletion_failures.pop(0), {"error": "unavailable"})
+        if not call.headers.get("Content-Type", "").startswith("application/json"):
+            self.problems.append("deletion body is not application/json")
+            return self.answer(call, 400, {"error": "Invalid Content-Type"})
+        body = orjson.loads(call.body)
+        user_ids = body.get("user_ids", [])
+        amplitude_ids = body.get("amplitude_ids", [])
+        problems = []
+        if not isinstance(user_ids, list) or not all(isinstance(u, str) for u in user_ids):
+            problems.append("user_ids must be a list of strings")
+        if not isinstance(amplitude_ids, list) or not all(
+            isinstance(a, int) for a in amplitude_ids
+        ):
+            problems.append("amplitude_ids must be a list of integers")
+        if not problems and not user_ids and not amplitude_ids:
+            problems.append("no user_ids or amplitude_ids")
+        if not problems and (len(user_ids) > 100 or len(amplitude_ids) > 100):
+            problems.append("at most 100 ids of each kind")
+        for option in ("ignore_invalid_id", "delete_from_org"):
+            if option in body and body[option] not in ("True", "False"):
+                problems.append(f"{option} must be the string True or False")
+        if "requester" in body and not isinstance(body["requester"], str):
+            problems.append("requester must be a string")
+        unknown = set(body) - {
+            "user_ids",
+            "amplitude_ids",
+            "requester",
+            "ignore_invalid_id",
+            "delete_from_org",
+            "include_mapped_user_ids",
+        }
+        if unknown:
+            problems.append(f"unknown fields {sorted(unknown)}")
+        if problems:
+            self.problems.extend(problems)
+            return self.answer(call, 400, {"error": "; ".join(problems)})
+        self.deleted_users.extend(user_ids)
+        day = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 3 * 86400))
+        jobs = [
+            {
+                "amplitude_ids": [
+                    {
+                        "amplitude_id": 1000 + i,
+                        "requested_on_day": time.strftime("%Y-%m-%d", time.gmtime()),
+                        "requester": body.get("requester", ""),
+                    }
+                    for i, _ in enumerate(user_ids)
+                ],
+                "app": "123456",
+                "day": day,
+                "status": "staging",
+            }
+        ]
+        return self.answer(call, 200, jobs)
 
     async def _httpapi(self, request: web.Request) -> web.Response:
         call = await self.record(request)

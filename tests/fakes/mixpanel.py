@@ -13,6 +13,13 @@ hour ahead), ``properties.distinct_id`` (a string, not a placeholder such as "an
 ``POST /engage?verbose=1`` / ``/groups?verbose=1``: JSON array of updates with ``$token``
 and ``$distinct_id`` (or ``$group_key`` + ``$group_id``) and one operation; answers 200
 ``{"status": 1, "error": null}`` or ``{"status": 0, "error": "..."}``.
+
+GDPR API v3 (gdpr.openapi.yaml), ``POST /api/app/data-deletions/v3.0/?token=<project token>``:
+``Authorization: Bearer <OAuth token for GDPR APIs>`` (else 401 ``{"status": "error",
+"error"}``); a JSON body with ``distinct_ids`` (1 to 1,999 strings) and ``compliance_type``
+(``GDPR`` or ``CCPA``, default GDPR); answers 200 ``{"status": "ok", "results":
+[{"status": "PENDING", "tracking_id", "distinct_id_count", "compliance_type", ...}]}``, else
+400 ``{"status": "error", "error"}``.
 """
 
 from __future__ import annotations
@@ -67,11 +74,57 @@ class FakeMixpanel(FakePartner):
     imported: dict[str, dict[str, Any]] = field(default_factory=dict)
     profiles: list[dict[str, Any]] = field(default_factory=list)
     groups: list[dict[str, Any]] = field(default_factory=list)
+    gdpr_token: str = "mp-gdpr-oauth-000000"
+    #: Statuses to answer the next deletion requests with (then 200 again).
+    deletion_failures: list[int] = field(default_factory=list)
+    #: distinct ids of the deletion tasks created.
+    deleted_ids: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
     def routes(self, app: web.Application) -> None:
+        app.router.add_post("/api/app/data-deletions/v3.0/", self._deletions)
         app.router.add_post("/import", self._import)
         app.router.add_post("/engage", self._engage)
         app.router.add_post("/groups", self._groups)
+
+    async def _deletions(self, request: web.Request) -> web.Response:
+        call = await self.record(request)
+        if call.headers.get("Authorization") != f"Bearer {self.gdpr_token}":
+            self.problems.append("deletion without the GDPR OAuth bearer token")
+            return self.answer(call, 401, {"status": "error", "error": "Invalid OAuth token"})
+        if call.query.get("token") != self.token:
+            self.problems.append("deletion without the project token in ?token=")
+            return self.answer(call, 400, {"status": "error", "error": "token is required"})
+        if self.deletion_failures:
+            status = self.deletion_failures.pop(0)
+            return self.answer(call, status, {"status": "error", "error": "try again later"})
+        body = orjson.loads(call.body)
+        ids = body.get("distinct_ids") if isinstance(body, dict) else None
+        compliance = body.get("compliance_type", "GDPR") if isinstance(body, dict) else None
+        problems = []
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            problems.append("distinct_ids must be a list of strings")
+        elif not 1 <= len(ids) <= 1999:
+            problems.append("1 to 1999 distinct_ids")
+        if compliance not in ("GDPR", "CCPA"):
+            problems.append("compliance_type must be GDPR or CCPA")
+        if problems:
+            self.problems.extend(problems)
+            return self.answer(call, 400, {"status": "error", "error": "; ".join(problems)})
+        assert isinstance(ids, list)
+        self.deleted_ids.extend(ids)
+        task = {
+            "status": "PENDING",
+            "disclosure_type": "DATA",
+            "date_requested": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
+            "tracking_id": str(1583792934719392965 + len(self.deleted_ids)),
+            "project_id": 1978118,
+            "compliance_type": str(compliance).lower(),
+            "destination_url": None,
+            "requesting_user": "privacy@example.com",
+            "distinct_id_count": len(ids),
+        }
+        return self.answer(call, 200, {"status": "ok", "results": [task]})
 
     def _authorized(self, call: Call) -> bool:
         header = call.headers.get("Authorization", "")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import os
+import signal
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -253,3 +256,37 @@ async def test_errors_carry_cors_headers(client: Client) -> None:
     )
     assert (status, body["code"]) == (400, "missing_identity")
     assert headers["Access-Control-Allow-Origin"] == "https://shop.example"
+
+
+async def test_a_frozen_broker_is_answered_within_the_produce_timeout() -> None:
+    """A broker that stops answering (SIGSTOP: connections open, nothing acknowledged)."""
+    timeout = 1.0
+    async with EmbeddedBroker() as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, partitions=1)
+        async with gateway_client(kafka, produce_timeout=timeout, drain_timeout=1.0) as (_, client):
+            assert (await client.post("/v1/track", track()))[0] == 200
+            assert broker._process is not None
+            pid = broker._process.pid
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                item = {"type": "track", "userId": "u1", "event": "E", "properties": {"n": 1}}
+                batch = {"writeKey": WEB_KEY, "batch": [item] * 1000}
+
+                async def timed(path: str, body: Any) -> tuple[int, str, float]:
+                    started = time.monotonic()
+                    status, answer, _ = await client.post(path, body)
+                    return status, answer.get("code", ""), time.monotonic() - started
+
+                answers = await asyncio.gather(
+                    *(timed("/v1/batch", batch) for _ in range(4)),
+                    *(timed("/v1/track", track()) for _ in range(8)),
+                )
+            finally:
+                os.kill(pid, signal.SIGCONT)
+    # The producer's own request timeout may fire first (kafka_unavailable): 503 either way.
+    assert {(status, code) for status, code, _ in answers} <= {
+        (503, "kafka_timeout"),
+        (503, "kafka_unavailable"),
+    }
+    # The bound, with room for a loaded machine.
+    assert max(took for _, _, took in answers) < timeout + 1.0, answers

@@ -76,7 +76,7 @@ async def test_write_key_forms(
         body["writeKey"] = body_key
     assert (await client.post("/v1/track", body, headers=headers))[:2] == (200, OK)
     [record] = await consume(kafka, topics.raw, expect=1)
-    assert dict(record.headers) == {"write-key": SERVER_KEY.encode()}
+    assert dict(record.headers)["write-key"] == SERVER_KEY.encode()
 
 
 async def test_batch_merges_context_and_corrects_timestamps(
@@ -281,3 +281,106 @@ async def test_stop_drains_requests_in_flight(kafka: KafkaSettings, topics: Topi
     written = {e["messageId"] for e in values(await consume(kafka, topics.raw, settle=0.5))}
     assert accepted <= written
     assert gateway.health() == (False, "not started")
+
+
+def deep_object(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+def with_deep(body: Any, **levels: int) -> bytes:
+    """``body`` as JSON with each ``"<name>"`` string replaced by ``levels[name]`` nested
+    objects: deeper than orjson (and so the test client) writes."""
+    data = orjson.dumps(body)
+    for name, depth in levels.items():
+        data = data.replace(b'"<%s>"' % name.encode(), b'{"a":' * depth + b"1" + b"}" * depth)
+    return data
+
+
+CALENDAR_EDGES = [
+    {"timestamp": "9999-12-31T23:59:59-01:00"},
+    {"timestamp": "0001-01-01T00:00:00+01:00"},
+    {"timestamp": "0001-01-01T00:00:00Z", "sentAt": "9999-12-31T23:59:59Z"},
+]
+
+
+@pytest.mark.parametrize("fields", CALENDAR_EDGES)
+async def test_timestamps_at_the_calendars_edges_are_400(
+    client: Client, fields: dict[str, str]
+) -> None:
+    body = {"userId": "u1", "event": "E", "writeKey": WEB_KEY, **fields}
+    status, answer, _ = await client.post("/v1/track", body)
+    assert (status, answer["code"]) == (400, "invalid_timestamp") and answer["message"]
+
+
+async def test_deep_nesting_is_400(client: Client) -> None:
+    for levels in (spec.MAX_DEPTH, 300, 1000):
+        body = {
+            "userId": "u1",
+            "event": "E",
+            "writeKey": WEB_KEY,
+            "properties": "<deep>",
+        }
+        status, answer, _ = await client.post("/v1/track", data=with_deep(body, deep=levels))
+        assert (status, answer["code"]) == (400, "nesting_too_deep"), levels
+        assert str(spec.MAX_DEPTH) in answer["message"]
+    fits = {"userId": "u1", "event": "E", "writeKey": WEB_KEY}
+    fits["properties"] = deep_object(spec.MAX_DEPTH - 1)  # + the event itself: the limit
+    assert (await client.post("/v1/track", fits))[0] == 200
+    nested_name = {"a": {"b": {"k" * 256: 1}}}
+    body = {"userId": "u1", "event": "E", "writeKey": WEB_KEY, "properties": nested_name}
+    status, answer, _ = await client.post("/v1/track", body)
+    assert (status, answer["code"]) == (400, "name_too_long")
+
+
+async def test_only_the_hostile_items_of_a_batch_are_refused(
+    client: Client, kafka: KafkaSettings, topics: Topics
+) -> None:
+    good = {"type": "track", "userId": "u1", "event": "Good"}
+    hostile = [
+        *({**good, "event": "Edge", **fields} for fields in CALENDAR_EDGES),
+        {**good, "event": "Deep", "properties": deep_object(100)},
+        {**good, "event": "Deeper than JSON writes", "context": "<deeper>"},
+    ]
+    body = {"writeKey": WEB_KEY, "batch": [good, *hostile, {**good, "messageId": ""}]}
+    status, answer, _ = await client.post("/v1/batch", data=with_deep(body, deeper=400))
+    assert status == 200 and answer["accepted"] == 2
+    assert [(r["index"], r["code"]) for r in answer["rejected"]] == [
+        (1, "invalid_timestamp"),
+        (2, "invalid_timestamp"),
+        (3, "invalid_timestamp"),
+        (4, "nesting_too_deep"),
+        (5, "nesting_too_deep"),
+    ]
+    written = values(await consume(kafka, topics.raw, expect=2))
+    # An empty messageId is no id: the router sets one, so the event can be traced.
+    assert all(len(e["messageId"]) == 36 for e in written)
+    dead = values(await consume(kafka, topics.dlq, expect=5))
+    assert sorted(d["details"]["index"] for d in dead) == [1, 2, 3, 4, 5]
+    deepest = next(d for d in dead if d["details"]["index"] == 5)
+    assert deepest["payload"]["event"] == "Deeper than JSON writes"  # kept, cut below 200 levels
+
+
+async def test_records_say_how_large_their_event_was_as_sent(
+    client: Client, kafka: KafkaSettings, topics: Topics
+) -> None:
+    """The processor holds records to 32 KB as sent, like the gateway: the size travels along."""
+    single = orjson.dumps({"userId": "u1", "event": "Single", "writeKey": WEB_KEY})
+    assert (await client.post("/v1/track", data=single))[0] == 200
+    # A batch under 32 KB: each item was at most that large. Over it: each item is measured.
+    small = {"writeKey": WEB_KEY, "batch": [{"type": "track", "userId": "u1", "event": "Small"}]}
+    assert (await client.post("/v1/batch", small))[0] == 200
+    item = {"type": "track", "userId": "u1", "event": "Large", "properties": {"b": "x" * 20_000}}
+    context = {"blob": "y" * 20_000}  # merged into the item: a 40 KB record of a 20 KB event
+    large = {"writeKey": WEB_KEY, "context": context, "batch": [item, item]}
+    assert (await client.post("/v1/batch", large))[0] == 200
+    records = await consume(kafka, topics.raw, expect=4)
+    sizes = {orjson.loads(r.value)["event"]: (dict(r.headers), len(r.value)) for r in records}
+    assert int(sizes["Single"][0]["sent-bytes"]) == len(single)
+    assert int(sizes["Small"][0]["sent-bytes"]) == len(orjson.dumps(small))
+    headers, length = sizes["Large"]
+    assert int(headers["sent-bytes"]) == len(orjson.dumps(item))
+    assert length > spec.MAX_EVENT_BYTES
+    assert headers["write-key"] == WEB_KEY.encode()

@@ -198,3 +198,28 @@ def test_api_host() -> None:
         "r.example:8443/seg/v1",
         "https",
     )
+
+
+async def test_a_request_is_answered_by_its_deadline_whatever_came_before() -> None:
+    """The deadline counts from when the gateway had the request, not from the write: time
+    spent waiting for the CPU before it counts too, and a request already past its deadline
+    is refused at once and nothing of it is written."""
+    sender = FakeSender()
+    accumulator = ProduceAccumulator(sender, timeout=5.0)  # type: ignore[arg-type]
+    await accumulator.start()
+    loop = asyncio.get_running_loop()
+    try:
+        with pytest.raises(Unavailable) as caught:
+            await accumulator.write([rec(1)], deadline=loop.time() - 0.1)
+        assert caught.value.code == "kafka_timeout"
+        await asyncio.sleep(0.01)
+        assert sender.sends == []
+
+        sender.gate.clear()
+        started = loop.time()
+        with pytest.raises(Unavailable):
+            await accumulator.write([rec(2)], deadline=started + 0.2)
+        assert loop.time() - started < 1.0  # the deadline, not the 5 s timeout
+        sender.gate.set()
+    finally:
+        await accumulator.stop()

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from router.config import Filter
+from router.config import ConfigError, Filter
 from router.pipeline.conditions import ConditionSyntaxError
 from router.pipeline.filters import FilterResult, compile_filters, sample_point
+from router.workspace import validate_workspace
+from tests.pipeline.conftest import make_event
 
 FILTERS = TypeAdapter(list[Filter])
 
@@ -19,25 +21,6 @@ FILTERS = TypeAdapter(list[Filter])
 def filters(*items: dict[str, Any], rng: Any = None) -> Any:
     parsed = FILTERS.validate_python(list(items))
     return compile_filters(parsed) if rng is None else compile_filters(parsed, rng=rng)
-
-
-def make_event(**overrides: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": "track",
-        "event": "Order Completed",
-        "userId": "u1",
-        "messageId": "m1",
-        "properties": {
-            "total": 30,
-            "currency": "EUR",
-            "email": "x@example.com",
-            "products": [{"sku": "a", "price": 10}, {"sku": "b", "price": 20}],
-        },
-        "context": {"ip": "1.2.3.4", "library": {"name": "analytics.js"}},
-        "traits": {"plan": "pro"},
-    }
-    event.update(overrides)
-    return event
 
 
 def test_empty_filter_list_returns_the_event_itself() -> None:
@@ -119,7 +102,10 @@ def test_drop_properties_copy_on_write_with_array_fan_out() -> None:
     assert out["context"]["library"] is event["context"]["library"]
     assert out["traits"] is event["traits"]
     assert {k: out[k] for k in ("type", "event", "userId", "messageId")} == {
-        "type": "track", "event": "Order Completed", "userId": "u1", "messageId": "m1",
+        "type": "track",
+        "event": "Order Completed",
+        "userId": "u1",
+        "messageId": "m1",
     }
 
 
@@ -358,3 +344,37 @@ def test_all_kinds_together() -> None:
     assert result.event["context"] is event["context"]
     assert run(make_event(userId="bot")) == FilterResult(None, "drop")
     assert run(make_event(type="page")) == FilterResult(None, "only")
+
+
+@pytest.mark.parametrize("kind", ["drop_properties", "allow_properties"])
+@pytest.mark.parametrize("field", ["type", "userId", "anonymousId", "messageId", "receivedAt"])
+def test_top_level_ids_cannot_be_filtered_out(kind: str, field: str) -> None:
+    """As for transformations: an event without its ids cannot be delivered or deduplicated."""
+    problems = _config_problems(
+        {
+            "id": "hook",
+            "name": "Hook",
+            "type": "webhook",
+            "sources": ["web"],
+            "settings": {"url": "http://127.0.0.1:1/"},
+            "filters": [
+                {"type": "drop", "if": 'event = "x"'},
+                {"type": kind, "fields": ["properties.ok", field]},
+                {"type": kind, "fields": [f"{field}.inner"]},
+            ],
+        }
+    )
+    assert [path for path, _ in problems] == [
+        "destinations[0].filters[1].fields",
+        "destinations[0].filters[2].fields",
+    ]
+    assert all("top-level id" in message for _, message in problems)
+    FILTERS.validate_python([{"type": kind, "fields": ["properties.userId", "context.messageId"]}])
+
+
+def _config_problems(destination: dict[str, Any]) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as info:
+        validate_workspace(
+            {"sources": [{"id": "web", "write_keys": ["k"]}], "destinations": [destination]}
+        )
+    return info.value.problems

@@ -18,6 +18,8 @@ from router.pipeline.middleware import (
     load_function,
 )
 from tests.pipeline import user_functions
+from tests.pipeline.conftest import ABSENT
+from tests.pipeline.conftest import make_event as base_event
 
 ITEMS = TypeAdapter(list[Middleware])
 MODULE = "tests.pipeline.user_functions"
@@ -28,20 +30,15 @@ def chain(*items: dict[str, Any]) -> MiddlewareChain:
 
 
 def make_event(**overrides: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": "track",
-        "event": "Order Completed",
-        "userId": "u1",
-        "messageId": "m1",
-        "properties": {
+    return base_event(
+        properties={
             "total": 30,
             "email": "x@example.com",
             "products": [{"sku": "a", "price": 10}, {"sku": "b", "price": 20}],
         },
-        "context": {"ip": "1.2.3.4", "app": {"name": "shop", "version": "1"}},
-    }
-    event.update(overrides)
-    return event
+        context={"ip": "1.2.3.4", "app": {"name": "shop", "version": "1"}},
+        traits=ABSENT,
+    ) | overrides
 
 
 def sha256(text: str) -> str:

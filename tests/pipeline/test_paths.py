@@ -23,15 +23,12 @@ from router.pipeline.paths import (
     with_value,
     without_paths,
 )
+from tests.pipeline.conftest import make_event as base_event
 
 
 def make_event() -> dict[str, Any]:
-    return {
-        "type": "track",
-        "event": "Order Completed",
-        "userId": "u1",
-        "messageId": "m1",
-        "properties": {
+    return base_event(
+        properties={
             "total": 30,
             "currency": "EUR",
             "coupon": None,
@@ -41,9 +38,9 @@ def make_event() -> dict[str, Any]:
                 "not-a-dict",
             ],
         },
-        "context": {"ip": "1.2.3.4", "library": {"name": "analytics.js", "version": "1.0"}},
-        "traits": {"email": "x@example.com"},
-    }
+        context={"ip": "1.2.3.4", "library": {"name": "analytics.js", "version": "1.0"}},
+        traits={"email": "x@example.com"},
+    )
 
 
 # ---------------------------------------------------------------- split / get / has

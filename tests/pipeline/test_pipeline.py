@@ -160,10 +160,11 @@ def reference_middleware(source: Source, event: dict[str, Any]) -> dict[str, Any
 
 def reference(
     workspace: Workspace, records: Sequence[Record], topics: Topics
-) -> tuple[list[OutRecord], Counter[str], Counter[tuple[str, str]]]:
+) -> tuple[list[OutRecord], Counter[str], Counter[tuple[str, str]], Counter[str]]:
     outputs: list[OutRecord] = []
     routed: Counter[str] = Counter()
     dropped: Counter[tuple[str, str]] = Counter()
+    invalid: Counter[str] = Counter()  # destination -> events its stages made invalid
     seen: set[tuple[str, str]] = set()
     source = workspace.sources[0]
     dests: list[Destination] = [
@@ -195,6 +196,11 @@ def reference(
             if final is None:
                 dropped[(dest.id, "transformation")] += 1
                 continue
+            try:
+                spec.recheck(copy.deepcopy(final))
+            except spec.InvalidEvent:
+                invalid[dest.id] += 1
+                continue
             partition = (kafka_murmur2(key) & 0x7FFFFFFF) % PARTITIONS if key else None
             outputs.append(
                 OutRecord(
@@ -206,7 +212,7 @@ def reference(
                 )
             )
             routed[dest.id] += 1
-    return outputs, routed, dropped
+    return outputs, routed, dropped, invalid
 
 
 # ---------------------------------------------------------------- workload
@@ -392,16 +398,26 @@ def test_process_matches_the_reference(
 ) -> None:
     ws, topics, pipeline, dedup = setup
     batch = records(1500)
-    expected, routed, dropped = reference(ws, batch, topics)
+    expected, routed, dropped, invalid = reference(ws, batch, topics)
     got: list[OutRecord] = []
+    dead: Counter[str] = Counter()
     stats_routed: Counter[str] = Counter()
     stats_dropped: Counter[tuple[str, str]] = Counter()
     for start in range(0, len(batch), 500):
         result = pipeline.process(batch[start : start + 500])
         dedup.remember(result.pending_keys)
-        got.extend(result.outputs)
+        for record in result.outputs:
+            if record.topic == topics.dlq:
+                letter = orjson.loads(record.value)
+                assert letter["reason"] == "transformation_invalid", letter
+                dead[letter["details"]["destination"]] += 1
+            else:
+                got.append(record)
         stats_routed.update(result.stats.routed)
         stats_dropped.update(result.stats.dropped)
+    # "many" renames event to name: its track events lose their name, and only its copies
+    # are dead-lettered.
+    assert dead == invalid and set(invalid) == {"many"}
     assert len(got) == len(expected) > 5000
     for index, (mine, theirs) in enumerate(zip(got, expected, strict=True)):
         assert mine == theirs, index
@@ -413,17 +429,17 @@ def test_process_matches_the_reference(
     assert reasons == {"drop", "only", "sample", "filter_error", "transformation", "integrations"}
 
 
-def test_partition_key_inline_is_spec_partition_key(
+def test_outputs_are_keyed_by_spec_partition_key(
     setup: tuple[Workspace, Topics, Pipeline, Deduplicator],
 ) -> None:
-    _, _, pipeline, _ = setup
+    _, topics, pipeline, _ = setup
     for user in ["u", "", 7, 7.5, None]:
         body: dict[str, Any] = {"type": "track", "event": "E", "messageId": f"k{user!r}"}
         if user is not None:
             body["userId"] = user
         body["anonymousId"] = "anon"
         batch = [Record(orjson.dumps(body), 0)]
-        outputs = pipeline.process(batch).outputs
+        outputs = [o for o in pipeline.process(batch).outputs if o.topic != topics.dlq]
         validated = spec.validate(orjson.loads(batch[0].value))
         assert {out.key for out in outputs} == {spec.partition_key(validated)}
 

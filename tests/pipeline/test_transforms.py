@@ -11,6 +11,7 @@ from pydantic import TypeAdapter
 from router.config import Transformation
 from router.pipeline.conditions import ConditionSyntaxError
 from router.pipeline.transforms import Transformer, compile_transformations
+from tests.pipeline.conftest import make_event as base_event
 
 ITEMS = TypeAdapter(list[Transformation])
 
@@ -20,17 +21,10 @@ def transformer(*items: dict[str, Any]) -> Transformer:
 
 
 def make_event(**overrides: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": "track",
-        "event": "Order Completed",
-        "userId": "u1",
-        "messageId": "m1",
-        "properties": {"total": 30, "currency": "EUR", "items": [{"sku": "a"}]},
-        "context": {"ip": "1.2.3.4", "library": {"name": "analytics.js"}},
-        "traits": {"mail": "x@example.com"},
-    }
-    event.update(overrides)
-    return event
+    return base_event(
+        properties={"total": 30, "currency": "EUR", "items": [{"sku": "a"}]},
+        traits={"mail": "x@example.com"},
+    ) | overrides
 
 
 def test_empty_returns_same_object() -> None:

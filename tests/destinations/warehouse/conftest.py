@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +16,6 @@ from destinations.http import HttpClient
 from destinations.warehouse import LoadResult, WarehouseDestination
 from router.config import Destination
 from tests.postgres_server import PostgresServer
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    with PostgresServer() as server:
-        yield server
 
 
 async def create_database(server: PostgresServer) -> str:
