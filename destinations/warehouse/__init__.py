@@ -1,13 +1,15 @@
 """The warehouse destination: Segment's warehouse schema in PostgreSQL or a DuckDB file.
 
 One folder, data flowing top to bottom: :mod:`.config` (settings), :mod:`.naming` (Segment's
-identifiers), :mod:`.schema` (events -> rows, types, evolution: pure), :mod:`.sql` (the SQL
-both backends share), :mod:`.loader` (a load: one transaction, bad rows isolated), the two
+identifiers), :mod:`.schema` (events -> rows, types, evolution: pure, the reference),
+:mod:`.shapes` (the same rows, fast: one compiled function per event shape), :mod:`.sql` (the
+SQL both backends share), :mod:`.loader` (a load: one transaction, bad rows isolated), the two
 backends :mod:`.postgres` and :mod:`.duckdb_file`, and :mod:`.cli` (``router warehouse``).
 
-In the plugin contract: :meth:`encode` turns each event into its rows (pure), :meth:`send`
-loads a batch and returns what it wrote, :meth:`check` names the events whose rows the
-warehouse refused (dead-lettered alone, the rest of the batch is loaded).
+In the plugin contract: :meth:`encode` checks each event (a messageId, one of the calls) and
+gives the batch's schemas, :meth:`send` turns the events into rows and loads them, returning
+what it wrote, :meth:`check` names the events whose rows the warehouse refused
+(dead-lettered alone, the rest of the batch is loaded).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from destinations.warehouse.loader import (
     UserDeletion,
     Warehouse,
 )
-from destinations.warehouse.schema import Row, rows_for, schema_name
+from destinations.warehouse.schema import CALL_TYPES, rows_for, schema_name
 from router.config import Destination
 from router.observability.warehouse import WarehouseMetrics
 
@@ -145,29 +147,46 @@ class WarehouseDestination(DestinationPlugin[WarehouseSettings, WarehouseRequest
     # ------------------------------------------------------------ one attempt
 
     def encode(self, events: Sequence[Event]) -> Encoded[WarehouseRequest]:
-        rows: list[tuple[Row, ...]] = []
-        message_ids: list[str] = []
+        """Checks only: the load turns events into rows (see ``loader``: while another batch's
+        transaction runs, a slice at a time)."""
+        sources = event_sources(events)
+        if sources:
+            schema_of = {source: self.schema_for(source) for source in set(sources)}
+            schemas = [schema_of[source] for source in sources]
+        else:
+            schemas = [self.default_schema] * len(events)
+        message_ids = [event.get("messageId") for event in events]
+        if None not in message_ids and "" not in message_ids and _calls_only(events):
+            # The usual batch: every event is loaded; the request covers them all.
+            return Encoded(
+                [LoadRequest(tuple(events), tuple(schemas), tuple(map(str, message_ids)))]
+            )
+        kept: list[Event] = []
+        kept_schemas: list[str] = []
+        kept_ids: list[str] = []
         covers: list[int] = []
         failed: dict[int, DestinationError] = {}
-        sources = event_sources(events)
-        for position, event in enumerate(events):
-            message_id = event.get("messageId")
+        for position, (event, message_id) in enumerate(zip(events, message_ids, strict=True)):
             if message_id is None or message_id == "":
                 failed[position] = EncodeError(
                     "the event has no messageId: every warehouse row is keyed on it"
                 )
                 continue
-            try:
-                schema = self.schema_for(sources[position] if sources else None)
-                event_rows = rows_for(event, schema)
-            except ValueError as exc:
-                failed[position] = EncodeError(str(exc))
-                continue
-            rows.append(event_rows)
-            message_ids.append(str(message_id))
+            kind = event.get("type")
+            if type(kind) is not str or kind not in CALL_TYPES:
+                try:
+                    rows_for(event, schemas[position])  # says what is wrong with it
+                except ValueError as exc:
+                    failed[position] = EncodeError(str(exc))
+                    continue
+            kept.append(event)
+            kept_schemas.append(schemas[position])
+            kept_ids.append(str(message_id))
             covers.append(position)
         requests: list[WarehouseRequest] = (
-            [LoadRequest(tuple(rows), tuple(message_ids), tuple(covers))] if rows else []
+            [LoadRequest(tuple(kept), tuple(kept_schemas), tuple(kept_ids), tuple(covers))]
+            if kept
+            else []
         )
         return Encoded(requests, failed)
 
@@ -213,7 +232,7 @@ class WarehouseDestination(DestinationPlugin[WarehouseSettings, WarehouseRequest
             return super().describe_request(request, limit=limit)
         return {
             "warehouse": self.describe_text(self.warehouse.backend.describe()),
-            "events": len(request.rows),
+            "events": len(request.events),
             "messageIds": list(request.message_ids[:DESCRIBED_IDS]),
             "rows": request.tables(),
         }
@@ -234,3 +253,11 @@ class WarehouseDestination(DestinationPlugin[WarehouseSettings, WarehouseRequest
             "transactions": response.transactions,
             "seconds": round(response.seconds, 6),
         }
+
+
+def _calls_only(events: Sequence[Event]) -> bool:
+    """Every event is one of the six calls (a ``type`` that is not even text is not)."""
+    try:
+        return {event.get("type") for event in events} <= CALL_TYPES
+    except TypeError:  # an object or array as the type
+        return False

@@ -5,7 +5,7 @@ create what is missing (schemas, tables, columns: ``IF NOT EXISTS``, under a loc
 writers never race on DDL) and read the columns again (another writer may have created one
 first, with its own type: the database is the truth); cast every value to its column's type;
 stage each table's rows (COPY) and insert them (insert-if-absent on ``id``; upsert for
-``users`` and ``accounts``). Loads of one destination run one at a time.
+``users`` and ``accounts``).
 
 Failures are sorted by what another attempt could change (:class:`FailureKind`): the
 warehouse unreachable, a lock or a deadlock -> the whole batch is retried through the retry
@@ -14,15 +14,27 @@ dead-lettered with the database's message (:class:`PermanentError`); anything th
 could cause (a value the database refuses, a column it cannot add) -> the batch is split in
 halves, each loaded in its own transaction, until the events that cannot be stored are
 found; only those are dead-lettered, with the database's message, and the rest lands.
+
+Loads of one destination come while others run (the lane keeps two in flight). Up to
+``Backend.parallel_loads`` run at once, each in its own transaction (PostgreSQL: two, one per
+pooled connection, so the database works on one batch while Python sends the other; a
+DuckDB file: one). A batch is turned into typed rows (:mod:`.shapes`) before it waits for
+its turn, a slice of events at a time with the event loop let run in between, so the
+running transactions' statements go on meanwhile. On one Python thread this is what lets
+the database and the casting work at the same time. Loads running together touch the same
+ids only when events repeat (a replay): a key one writes waits for the other to commit,
+then the staged insert skips it; state rows are upserted in ``id`` order, so two loads of
+the same users never wait on each other in a circle.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,17 +44,19 @@ from typing import TYPE_CHECKING, Any
 from destinations.base import PermanentError, RetryableError
 from destinations.warehouse import sql
 from destinations.warehouse.schema import (
+    DISCARDS,
+    Event,
     Evolution,
     Loads,
-    Row,
     SchemaState,
     TableLoad,
     TableRef,
     deletion_targets,
     evolve,
     key_of,
-    materialize,
+    rows_for,
 )
+from destinations.warehouse.shapes import Materializer, materialize
 
 if TYPE_CHECKING:
     from router.observability.warehouse import WarehouseMetrics
@@ -55,6 +69,8 @@ logger = logging.getLogger(__name__)
 MAX_TRANSACTIONS = 128
 #: Characters of a database message kept in an error (they can quote a whole value).
 MESSAGE_LIMIT = 1000
+#: Events turned into rows between two turns of the event loop (a few milliseconds of work).
+SLICE = 500
 
 
 class FailureKind(Enum):
@@ -111,6 +127,8 @@ class Transaction(ABC):
 
 class Backend(ABC):
     dialect: sql.Dialect
+    #: Loads that may run at once, each in its own transaction (a DuckDB file has one writer).
+    parallel_loads: int = 1
 
     @abstractmethod
     def describe(self) -> str:
@@ -162,16 +180,19 @@ def state_of(columns: Mapping[TableRef, Mapping[str, str]]) -> SchemaState:
 
 @dataclass(frozen=True, slots=True)
 class LoadRequest:
-    """A batch to load: each event's rows, in the order of ``covers`` (the lane's positions)."""
+    """A batch to load: its events, each with the schema it goes to, in the order of
+    ``covers`` (the lane's positions). The events are read, never changed."""
 
-    rows: tuple[tuple[Row, ...], ...]
+    events: tuple[Event, ...]
+    schemas: tuple[str, ...]
     message_ids: tuple[str, ...]
     covers: tuple[int, ...] = ()
 
     def tables(self) -> dict[str, int]:
+        """Rows per table (``schema.table``)."""
         counts: dict[str, int] = {}
-        for rows in self.rows:
-            for row in rows:
+        for event, schema in zip(self.events, self.schemas, strict=True):
+            for row in rows_for(event, schema):
                 name = str(row.table)
                 counts[name] = counts.get(name, 0) + 1
         return counts
@@ -232,35 +253,43 @@ class Warehouse:
         self.destination_id = destination_id
         self.metrics = metrics
         self.max_transactions = max_transactions
-        self._lock = asyncio.Lock()
+        self._slots = _Slots(max(1, backend.parallel_loads))
         #: The columns the last load found: batches are cast against them before they wait
-        #: for the lock, so one batch's CPU work overlaps another's database work.
+        #: for a transaction, so one batch's CPU work overlaps another's database work.
         self._columns: SchemaState = {}
 
     async def start(self) -> None:
         await self.backend.start()
 
     async def stop(self) -> None:
-        async with self._lock:
+        async with self._slots.every():
             await self.backend.stop()
 
     # ------------------------------------------------------------ loading
 
     async def load(self, request: LoadRequest) -> LoadResult:
         """Load ``request``; raise for the whole batch, or name the events left out."""
+        try:
+            return await self._load(request)
+        finally:
+            # Let a waiting load start its transaction before this task's caller goes on
+            # with its own work (the lane: the outcome, the next batch).
+            await asyncio.sleep(0)
+
+    async def _load(self, request: LoadRequest) -> LoadResult:
         started = time.monotonic()
         known = self._columns
-        prepared = materialize(request.rows, known, datetime.now(UTC)) if known else None
+        prepared = await self._materialize(request, known) if known else None
         if prepared is not None and prepared.incomplete:
             prepared = None  # the batch needs DDL: cast it in the transaction, after the DDL
         preparing = time.monotonic() - started
-        async with self._lock:
-            started = time.monotonic() - preparing  # waiting for the lock is not loading
+        async with self._slots.one():
+            started = time.monotonic() - preparing  # waiting for a turn is not loading
             progress = _Progress()
             early = _Prepared(prepared, known) if prepared is not None else None
             try:
                 await self._attempt(
-                    request, list(range(len(request.rows))), progress, top=True, prepared=early
+                    request, list(range(len(request.events))), progress, top=True, prepared=early
                 )
             except (RetryableError, PermanentError) as exc:
                 if self.metrics is not None:
@@ -279,6 +308,16 @@ class Warehouse:
                 seconds=seconds,
             )
 
+    @staticmethod
+    async def _materialize(request: LoadRequest, state: SchemaState) -> Loads:
+        """:func:`.shapes.materialize`, a slice of events at a time."""
+        rows = Materializer(state, datetime.now(UTC))
+        for start in range(0, len(request.events), SLICE):
+            await asyncio.sleep(0)
+            stop = start + SLICE
+            rows.add(request.events[start:stop], request.schemas[start:stop])
+        return rows.loads()
+
     async def _attempt(
         self,
         request: LoadRequest,
@@ -289,13 +328,16 @@ class Warehouse:
         prepared: _Prepared | None = None,
     ) -> None:
         progress.transactions += 1
-        batch = [request.rows[i] for i in positions]
+        events, schemas = request.events, request.schemas
+        if not top:
+            events = tuple(events[i] for i in positions)
+            schemas = tuple(schemas[i] for i in positions)
         try:
             try:
-                loads = await self._transaction(batch, prepared, direct=True)
+                loads = await self._transaction(events, schemas, prepared, direct=True)
             except RowsExist:
                 progress.transactions += 1
-                loads = await self._transaction(batch, prepared, direct=False)
+                loads = await self._transaction(events, schemas, prepared, direct=False)
         except Exception as exc:
             kind = self.backend.classify(exc)
             if kind is None:
@@ -329,21 +371,30 @@ class Warehouse:
         progress.discarded += loads.discarded
 
     async def _transaction(
-        self, batch: Sequence[Sequence[Row]], prepared: _Prepared | None, *, direct: bool
+        self,
+        events: Sequence[Event],
+        schemas: Sequence[str],
+        prepared: _Prepared | None,
+        *,
+        direct: bool,
     ) -> _Written:
-        schemas = sorted({row.table.schema for rows in batch for row in rows})
+        names = sorted(set(schemas))
         async with self.backend.transaction() as tx:
             tx.direct = direct
-            state = state_of(await tx.columns(schemas))
+            state = state_of(await tx.columns(names))
             if prepared is not None and prepared.still_valid(state):
                 loads = prepared.loads
             else:
-                evolution = evolve(batch, state)
-                if evolution:
-                    await tx.lock_ddl()
-                    await self._evolve(tx, evolution)
-                    state = state_of(await tx.columns(schemas))
-                loads = materialize(batch, state, datetime.now(UTC))
+                loads = materialize(events, schemas, state, datetime.now(UTC))
+                if loads.incomplete or any(TableRef(n, DISCARDS) not in state for n in names):
+                    # The reference rows (a dict per row) only for a batch that needs DDL.
+                    rows = map(rows_for, events, schemas)
+                    evolution = evolve(rows, state)
+                    if evolution:
+                        await tx.lock_ddl()
+                        await self._evolve(tx, evolution)
+                        state = state_of(await tx.columns(names))
+                    loads = materialize(events, schemas, state, datetime.now(UTC))
             written = [_Table(load.table, await tx.write(load)) for load in loads.tables]
         self._columns = {**self._columns, **state}
         return _Written(tuple(written), loads.discarded)
@@ -367,7 +418,7 @@ class Warehouse:
     # ------------------------------------------------------------ reading and deleting
 
     async def describe_tables(self, schemas: Collection[str]) -> dict[TableRef, dict[str, str]]:
-        async with self._lock, self.backend.transaction() as tx:
+        async with self._slots.one(), self.backend.transaction() as tx:
             return await tx.columns(schemas)
 
     async def ddl(self, schemas: Collection[str]) -> list[str]:
@@ -381,7 +432,7 @@ class Warehouse:
 
     async def stats(self, schemas: Collection[str]) -> list[TableStats]:
         """Rows per table and the newest ``received_at`` (what a data team watches)."""
-        async with self._lock, self.backend.transaction() as tx:
+        async with self._slots.one(), self.backend.transaction() as tx:
             tables = await tx.columns(schemas)
             found = []
             for table in sorted(tables):
@@ -394,7 +445,7 @@ class Warehouse:
             return found
 
     async def query(self, statement: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        async with self._lock, self.backend.transaction() as tx:
+        async with self._slots.one(), self.backend.transaction() as tx:
             return await tx.query(statement)
 
     async def delete_user(self, user_id: str, schemas: Collection[str]) -> dict[str, int]:
@@ -424,13 +475,41 @@ class Warehouse:
             ) from exc
 
     async def _delete_user(self, user_id: str, schemas: Collection[str]) -> dict[str, int]:
-        async with self._lock, self.backend.transaction() as tx:
+        async with self._slots.every(), self.backend.transaction() as tx:
             state = state_of(await tx.columns(schemas))
             deleted: dict[str, int] = {}
             for table, column in deletion_targets(state, user_id):
                 count = await tx.delete(table, column, user_id)
                 deleted[str(table)] = deleted.get(str(table), 0) + count
             return deleted
+
+
+class _Slots:
+    """Turns for transactions: :meth:`one` for a load or a read, :meth:`every` for what no
+    load may run beside (stopping, a user's deletion)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._free = asyncio.Semaphore(count)
+        self._exclusive = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def one(self) -> AsyncIterator[None]:
+        async with self._free:
+            yield
+
+    @contextlib.asynccontextmanager
+    async def every(self) -> AsyncIterator[None]:
+        async with self._exclusive:
+            taken = 0
+            try:
+                while taken < self.count:
+                    await self._free.acquire()
+                    taken += 1
+                yield
+            finally:
+                for _ in range(taken):
+                    self._free.release()
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,6 +146,9 @@ class PostgresTransaction(Transaction):
 
 class PostgresBackend(Backend):
     dialect = POSTGRES
+    #: One load per pooled connection: while the database works on one batch (COPY into
+    #: keyed tables, the upsert), Python sends the next.
+    parallel_loads = 2
 
     def __init__(
         self,
@@ -185,7 +188,7 @@ class PostgresBackend(Backend):
                 ssl=self.sslmode,
                 timeout=self.connect_timeout,
                 min_size=0,
-                max_size=2,
+                max_size=self.parallel_loads,
                 # Statements built per batch (DDL, inserts) run without arguments, so over
                 # the simple protocol and never into this cache (a cached plan of a table
                 # altered since fails inside a transaction); what is cached is fixed text.

@@ -35,9 +35,9 @@ import functools
 import math
 import operator
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -91,6 +91,8 @@ GROUPS = "groups"
 ACCOUNTS = "accounts"
 ALIASES = "aliases"
 DISCARDS = "discards"
+#: The calls, each of which has its rows (:func:`rows_for`).
+CALL_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
 FIXED_TABLES = frozenset(
     {TRACKS, IDENTIFIES, USERS, PAGES, SCREENS, GROUPS, ACCOUNTS, ALIASES, DISCARDS}
 )
@@ -579,6 +581,18 @@ def _sort_key(values: Mapping[str, Any]) -> datetime:
     return moment if isinstance(moment, datetime) else datetime.min.replace(tzinfo=UTC)
 
 
+def cast_for(kind: type, target: ColumnType) -> Callable[[Any], Any] | None:
+    """The cast a value of Python type ``kind`` needs for a ``target`` column; None if none.
+
+    Both ways of making rows (:class:`TypedRows` and the per-event-shape plans of
+    :mod:`.shapes`) decide with this one function, so they cast alike.
+    """
+    if kind is _NATIVE[target]:
+        return None
+    # Text into a timestamp column (most casts): one cached C-level call.
+    return _str_timestamp if target is _T and kind is str else CASTS[target]
+
+
 @dataclass(frozen=True, slots=True)
 class _Shape:
     """How to cast rows of one table with the same columns whose values have the same types.
@@ -609,12 +623,166 @@ def _compile(
             incomplete = True
             continue
         positions[name] = index
-        if value is not None and type(value) is not _NATIVE[kind]:
-            # Text into a timestamp column (most casts): one cached C-level call.
-            cast_to = _str_timestamp if kind is _T and type(value) is str else CASTS[kind]
+        cast_to = None if value is None else cast_for(type(value), kind)
+        if cast_to is not None:
             casts.append((index, cast_to, kind, name))
     upsert = table.name in UPSERTED
     return _Shape(positions, tuple(casts), positions.get("id", -1), incomplete, upsert)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A row :meth:`TypedRows.add` cast: its values, gathered into column order at the end."""
+
+    shape: _Shape
+    values: list[Any]
+
+
+class TypedRows:
+    """One batch's rows, cast to their columns' types and grouped per table, as they come.
+
+    Event tables keep the first row of each ``id`` (a batch may hold a duplicate); ``users``
+    and ``accounts`` fold all rows of one id in ``received_at`` order, later non-null values
+    winning, so the upsert sees one row per id. Values that cannot be cast become rows of the
+    schema's ``discards`` table. Each event table's columns in this batch are its key, the
+    columns any of its rows has, in the table's order, and ``uuid_ts``.
+
+    Rows come two ways: :meth:`add`, one :class:`Row` at a time (the reference path, see
+    :class:`_Shape`), or as the compiled plans of :mod:`.shapes` make them: tuples put
+    straight into :attr:`appended` in the order of their own columns (declared with
+    :meth:`present`), ending with the ``uuid_ts`` object :meth:`stamp` gave for those
+    columns, and state rows through :meth:`fold`.
+    """
+
+    def __init__(
+        self, state: Mapping[TableRef, Mapping[str, ColumnType]], uuid_ts: datetime
+    ) -> None:
+        self.state = state
+        self.uuid_ts = uuid_ts
+        #: table -> id -> the row: a tuple (see :meth:`stamp`), or a :class:`_Pending`.
+        self.appended: dict[TableRef, dict[Any, Any]] = {}
+        self.folded: dict[TableRef, dict[Any, dict[str, Any]]] = {}
+        self.discarded = 0
+        self.incomplete = False
+        self._shapes: dict[tuple[Any, ...], _Shape | None] = {}
+        self._pending: set[TableRef] = set()
+        self._present: dict[TableRef, set[str]] = {}
+        #: table -> id(stamp) -> (stamp, the columns of the tuples ending with it)
+        self._orders: dict[TableRef, dict[int, tuple[datetime, tuple[str, ...]]]] = {}
+        self._discards: dict[str, list[dict[str, Any]]] = {}
+
+    def stamp(self, table: TableRef, columns: tuple[str, ...]) -> datetime:
+        """The ``uuid_ts`` that tuples of ``table`` in ``columns`` order end with.
+
+        Equal to the batch's ``uuid_ts``, but one object per column order, so that a table
+        whose rows came in several orders is put in one by telling them apart by identity
+        (the usual batch has one order per table and costs nothing).
+        """
+        orders = self._orders.setdefault(table, {})
+        for stamp, found in orders.values():
+            if found == columns:
+                return stamp
+        stamp = self.uuid_ts if not orders else self.uuid_ts + timedelta(0)
+        orders[id(stamp)] = (stamp, columns)
+        return stamp
+
+    def present(self, table: TableRef, columns: Iterable[str]) -> None:
+        """Rows of ``table`` in this batch have ``columns``."""
+        self._present.setdefault(table, set()).update(columns)
+
+    def add(self, row: Row) -> None:
+        table = row.table
+        values = list(row.values.values())
+        signature = (table, *row.values, *map(type, values))
+        shape = self._shapes.get(signature)
+        if shape is None:
+            if signature in self._shapes:
+                self.incomplete = True  # the table does not exist yet
+                return
+            shape = self._shapes[signature] = _compile(table, list(row.values), values, self.state)
+            if shape is None:
+                self.incomplete = True
+                return
+            # Its columns are the table's in this batch even if its rows turn out duplicates.
+            if not shape.upsert:
+                self.present(table, shape.positions)
+        self.incomplete = self.incomplete or shape.incomplete
+        for index, cast_to, kind, column in shape.casts:
+            converted = cast_to(values[index])
+            if converted is UNCASTABLE:
+                self.discarded += 1
+                self._discards.setdefault(table.schema, []).append(_discard(row, column, kind))
+                converted = None
+            values[index] = converted
+        identity = values[shape.id_index] if shape.id_index >= 0 else None
+        if shape.upsert:
+            self.fold(
+                table,
+                identity,
+                {c: values[i] for c, i in shape.positions.items() if values[i] is not None},
+            )
+            return
+        table_rows = self.appended.get(table)
+        if table_rows is None:
+            table_rows = self.appended[table] = {}
+        if identity not in table_rows:  # a duplicate id in one batch: the first stays
+            values.append(None)
+            values.append(self.uuid_ts)
+            table_rows[identity] = _Pending(shape, values)
+            self._pending.add(table)
+
+    def fold(self, table: TableRef, identity: Any, typed: dict[str, Any]) -> None:
+        """One more state row (non-null values only) for ``users``/``accounts``."""
+        rows = self.folded.get(table)
+        if rows is None:
+            rows = self.folded[table] = {}
+        earlier = rows.get(identity)
+        rows[identity] = typed if earlier is None else _fold(earlier, typed)
+
+    def loads(self) -> Loads:
+        for schema, kept in self._discards.items():
+            found = self.folded.setdefault(TableRef(schema, DISCARDS), {})
+            for discard in kept:
+                found.setdefault(
+                    (discard["id"], discard["table_name"], discard["column_name"]), discard
+                )
+        loads = [self._appended(table, rows) for table, rows in self.appended.items() if rows]
+        loads += [
+            _folded(table, rows, self.state, self.uuid_ts) for table, rows in self.folded.items()
+        ]
+        return Loads(tuple(loads), self.discarded, self.incomplete)
+
+    def _appended(self, table: TableRef, rows: Mapping[Any, Any]) -> TableLoad:
+        names = column_order(table, self._present.get(table, ()), self.state)
+        orders = self._orders.get(table, {})
+        if table not in self._pending and all(o == tuple(names) for _, o in orders.values()):
+            ordered = list(rows.values())  # every row is in the batch's order already
+        else:
+            ordered = []
+            cache: dict[int, Any] = {}  # per shape or order: one C-level gather into names
+            for row in rows.values():
+                if type(row) is _Pending:
+                    shape, values = row.shape, row.values
+                    getter = cache.get(id(shape))
+                    if getter is None:
+                        # Its values end with a None (for columns it lacks) and uuid_ts.
+                        none_slot, stamp_slot = len(values) - 2, len(values) - 1
+                        indexes = [
+                            stamp_slot if n == "uuid_ts" else shape.positions.get(n, none_slot)
+                            for n in names
+                        ]
+                        getter = cache[id(shape)] = operator.itemgetter(*indexes)
+                    ordered.append(getter(values))
+                    continue
+                getter = cache.get(id(row[-1]))
+                if getter is None:
+                    columns = orders[id(row[-1])][1]
+                    where = {name: index for index, name in enumerate(columns)}
+                    indexes = [where.get(n, len(columns)) for n in names]  # a None at the end
+                    getter = cache[id(row[-1])] = operator.itemgetter(*indexes)
+                ordered.append(getter((*row, None)))
+        key = key_of(table.name)
+        return TableLoad(table, key, _typed_columns(table, names, self.state), ordered)
 
 
 def materialize(
@@ -622,67 +790,18 @@ def materialize(
     state: Mapping[TableRef, Mapping[str, ColumnType]],
     uuid_ts: datetime,
 ) -> Loads:
-    """Cast every value to its column's type and group the rows per table.
-
-    Event tables keep the first row of each ``id`` (a batch may hold a duplicate); ``users``
-    and ``accounts`` fold all rows of one id in ``received_at`` order, later non-null values
-    winning, so the upsert sees one row per id. Values that cannot be cast become rows of the
-    schema's ``discards`` table. This is the hot loop of a load: see :class:`_Shape`.
-    """
-    shapes: dict[tuple[Any, ...], _Shape | None] = {}
-    appended: dict[TableRef, dict[Any, tuple[_Shape, list[Any]]]] = {}
-    folded: dict[TableRef, dict[Any, dict[str, Any]]] = {}
-    discards: dict[str, list[dict[str, Any]]] = {}
-    discarded = 0
-    incomplete = False
+    """Cast every value to its column's type and group the rows per table (the reference
+    path: see :class:`TypedRows`; loads take :func:`destinations.warehouse.shapes.materialize`,
+    which gives the same rows)."""
+    typed = TypedRows(state, uuid_ts)
+    add = typed.add
     for rows in batch:
         for row in rows:
-            table = row.table
-            values = list(row.values.values())
-            signature = (table, *row.values, *map(type, values))
-            shape = shapes.get(signature)
-            if shape is None:
-                if signature in shapes:
-                    incomplete = True  # the table does not exist yet
-                    continue
-                shape = shapes[signature] = _compile(table, list(row.values), values, state)
-                if shape is None:
-                    incomplete = True
-                    continue
-            incomplete = incomplete or shape.incomplete
-            for index, cast_to, kind, column in shape.casts:
-                converted = cast_to(values[index])
-                if converted is UNCASTABLE:
-                    discarded += 1
-                    discards.setdefault(table.schema, []).append(_discard(row, column, kind))
-                    converted = None
-                values[index] = converted
-            identity = values[shape.id_index] if shape.id_index >= 0 else None
-            if shape.upsert:
-                state_rows = folded.setdefault(table, {})
-                typed = {c: values[i] for c, i in shape.positions.items() if values[i] is not None}
-                earlier = state_rows.get(identity)
-                state_rows[identity] = typed if earlier is None else _fold(earlier, typed)
-                continue
-            table_rows = appended.get(table)
-            if table_rows is None:
-                table_rows = appended[table] = {}
-            if identity not in table_rows:  # a duplicate id in one batch: the first stays
-                values.append(None)
-                values.append(uuid_ts)
-                table_rows[identity] = (shape, values)
-    for schema, kept in discards.items():
-        found = folded.setdefault(TableRef(schema, DISCARDS), {})
-        for discard in kept:
-            found.setdefault(
-                (discard["id"], discard["table_name"], discard["column_name"]), discard
-            )
-    loads = [_appended(table, rows, state) for table, rows in appended.items()]
-    loads += [_folded(table, rows, state, uuid_ts) for table, rows in folded.items()]
-    return Loads(tuple(loads), discarded, incomplete)
+            add(row)
+    return typed.loads()
 
 
-def _names(table: TableRef, present: Iterable[str], state: Any) -> list[str]:
+def column_order(table: TableRef, present: Iterable[str], state: Any) -> list[str]:
     """Key first, then the present columns in the table's order, ``uuid_ts`` last."""
     order: Mapping[str, ColumnType] = state.get(table, {})
     key = key_of(table.name)
@@ -697,36 +816,13 @@ def _typed_columns(
     return tuple((name, order.get(name, ColumnType.TEXT)) for name in names)
 
 
-def _appended(
-    table: TableRef, rows: Mapping[Any, tuple[_Shape, list[Any]]], state: Any
-) -> TableLoad:
-    shapes = {id(shape): shape for shape, _ in rows.values()}
-    present = {name for shape in shapes.values() for name in shape.positions}
-    names = _names(table, present, state)
-    ordered: list[tuple[Any, ...]] = []
-    cache: dict[int, Any] = {}  # per shape: one C-level gather of a row into column order
-    for shape, values in rows.values():
-        getter = cache.get(id(shape))
-        if getter is None:
-            # Each row's values end with a None (for columns it lacks) and uuid_ts.
-            none_slot, stamp_slot = len(values) - 2, len(values) - 1
-            indexes = [
-                stamp_slot if name == "uuid_ts" else shape.positions.get(name, none_slot)
-                for name in names
-            ]
-            getter = cache[id(shape)] = operator.itemgetter(*indexes)
-        ordered.append(getter(values))
-    key = key_of(table.name)
-    return TableLoad(table, key, _typed_columns(table, names, state), ordered)
-
-
 def _folded(
     table: TableRef, rows: Mapping[Any, dict[str, Any]], state: Any, uuid_ts: datetime
 ) -> TableLoad:
     present: set[str] = set()
     for values in rows.values():
         present.update(values)
-    names = _names(table, present, state)
+    names = column_order(table, present, state)
     ordered = []
     for values in rows.values():
         values["uuid_ts"] = uuid_ts
