@@ -268,7 +268,7 @@ CASES: list[tuple[str, bool]] = [
     ("string(30.0) = '30'", True),
     ("string(properties.flag) = 'true'", True),
     ("string(properties.off) = 'false'", True),
-    ("string(properties.tags) = '[\"sale\",\"new\",1]'", True),
+    ('string(properties.tags) = \'["sale","new",1]\'', True),
     ("string(properties.word) = 'abc'", True),
     ("string(null) = null", True),
     ("number(properties.numeric) = 42", True),
@@ -460,7 +460,13 @@ def test_json_equal() -> None:
 
 def test_typeof() -> None:
     assert [typeof(v) for v in ["", 1, 1.5, True, [], {}, None]] == [
-        "string", "number", "number", "bool", "list", "object", "null",
+        "string",
+        "number",
+        "number",
+        "bool",
+        "list",
+        "object",
+        "null",
     ]
 
 

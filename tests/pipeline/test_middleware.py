@@ -30,15 +30,18 @@ def chain(*items: dict[str, Any]) -> MiddlewareChain:
 
 
 def make_event(**overrides: Any) -> dict[str, Any]:
-    return base_event(
-        properties={
-            "total": 30,
-            "email": "x@example.com",
-            "products": [{"sku": "a", "price": 10}, {"sku": "b", "price": 20}],
-        },
-        context={"ip": "1.2.3.4", "app": {"name": "shop", "version": "1"}},
-        traits=ABSENT,
-    ) | overrides
+    return (
+        base_event(
+            properties={
+                "total": 30,
+                "email": "x@example.com",
+                "products": [{"sku": "a", "price": 10}, {"sku": "b", "price": 20}],
+            },
+            context={"ip": "1.2.3.4", "app": {"name": "shop", "version": "1"}},
+            traits=ABSENT,
+        )
+        | overrides
+    )
 
 
 def sha256(text: str) -> str:

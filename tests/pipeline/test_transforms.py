@@ -21,10 +21,13 @@ def transformer(*items: dict[str, Any]) -> Transformer:
 
 
 def make_event(**overrides: Any) -> dict[str, Any]:
-    return base_event(
-        properties={"total": 30, "currency": "EUR", "items": [{"sku": "a"}]},
-        traits={"mail": "x@example.com"},
-    ) | overrides
+    return (
+        base_event(
+            properties={"total": 30, "currency": "EUR", "items": [{"sku": "a"}]},
+            traits={"mail": "x@example.com"},
+        )
+        | overrides
+    )
 
 
 def test_empty_returns_same_object() -> None:
@@ -106,7 +109,10 @@ def test_set_values() -> None:
     assert event == before
     assert out is not None
     assert out["properties"] == {
-        "total": 30, "currency": "USD", "items": [{"sku": "a"}], "meta": {"source": "router"},
+        "total": 30,
+        "currency": "USD",
+        "items": [{"sku": "a"}],
+        "meta": {"source": "router"},
     }
     assert out["context"]["tags"] == ["a", "b"]
     assert out["traits"] is event["traits"]
