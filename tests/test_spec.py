@@ -415,7 +415,7 @@ def test_the_stamper_stamps_as_stamp_does(batch_sent_at: Any) -> None:
                 if not got.get("messageId"):
                     got["messageId"] = "id"
                 try:
-                    stamper(got)
+                    stamper.stamp(got)
                 except spec.InvalidEvent as exc:
                     got = (exc.code, exc.message)
                 assert got == expected, (timestamp, sent_at, extra)
@@ -426,6 +426,6 @@ def test_the_stamper_stamps_as_stamp_does(batch_sent_at: Any) -> None:
 
 def test_the_stamper_fills_a_missing_message_id() -> None:
     stamper = spec.Stamper(spec.now())
-    first = stamper({"type": "track", "userId": "u", "event": "E"})
-    second = stamper({"type": "track", "userId": "u", "event": "E", "messageId": ""})
+    first = stamper.stamp({"type": "track", "userId": "u", "event": "E"})
+    second = stamper.stamp({"type": "track", "userId": "u", "event": "E", "messageId": ""})
     assert first["messageId"] and second["messageId"] and first["messageId"] != second["messageId"]

@@ -133,7 +133,7 @@ class EventWriter:
         try:
             spec.validate(event, type_hint=type_hint)
             # receivedAt is set by the server on arrival, whatever the client sent (Segment's rule).
-            spec.Stamper(received_at)(event)
+            spec.Stamper(received_at).stamp(event)
             headers = (
                 (WRITE_KEY_HEADER, write_key.encode()),
                 (SENT_BYTES_HEADER, b"%d" % sent_bytes),
@@ -165,7 +165,7 @@ class EventWriter:
         unmeasured = (key_header, (SENT_BYTES_HEADER, b"%d" % body_bytes))
         context, integrations, sent_at = batch.context, batch.integrations, batch.sent_at
         # Every item of a batch arrived at the same moment, with the same sentAt (mostly).
-        stamp = spec.Stamper(received_at, sent_at=sent_at)
+        stamp = spec.Stamper(received_at, sent_at=sent_at).stamp
         records = prepared.records
         bad: list[tuple[int, spec.InvalidEvent, Any]] = []
         validate, record = spec.validate, self._record
