@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -24,6 +24,8 @@ from destinations.base import (
     ConnectionFailed,
     DestinationError,
     DestinationPlugin,
+    Encoded,
+    Event,
     InvalidSettings,
     PartnerRequest,
     PartnerResponse,
@@ -32,6 +34,7 @@ from destinations.base import (
     RetryableStatus,
     SettingsT,
 )
+from destinations.segment import ItemizedRequest
 from router import __version__
 
 logger = logging.getLogger(__name__)
@@ -280,3 +283,38 @@ class HttpDestination(DestinationPlugin[SettingsT, PartnerRequest, PartnerRespon
         self, response: PartnerResponse, *, limit: int | None = None
     ) -> dict[str, Any]:
         return self._describe_http_response(response, limit)
+
+
+class ItemEncoder(Protocol):
+    """What an :class:`ItemizedDestination`'s encoder does: a batch -> itemized requests."""
+
+    def encode(self, events: Sequence[Event]) -> Encoded[ItemizedRequest]: ...
+
+
+class ItemizedDestination(HttpDestination[SettingsT]):
+    """A partner whose requests list items (:class:`ItemizedRequest`) and whose answers name
+    the items it refused (Amplitude, GA4's validation server, Mixpanel).
+
+    Subclasses set ``self.encoder`` and implement :meth:`check_items`, the partner's own
+    reading of an answer to an itemized request; any other request (a deletion) is checked
+    by its status alone.
+    """
+
+    encoder: ItemEncoder
+
+    def encode(self, events: Sequence[Event]) -> Encoded[PartnerRequest]:
+        encoded = self.encoder.encode(events)
+        return Encoded(list(encoded.requests), encoded.failed)
+
+    def check(
+        self, request: PartnerRequest, response: PartnerResponse
+    ) -> Mapping[int, DestinationError]:
+        if isinstance(request, ItemizedRequest):
+            return self.check_items(request, response)
+        return super().check(request, response)
+
+    def check_items(
+        self, request: ItemizedRequest, response: PartnerResponse
+    ) -> Mapping[int, DestinationError]:
+        """Per item the partner refused, the error of the event that made it (by position)."""
+        raise NotImplementedError

@@ -4,7 +4,7 @@ through the User Privacy API."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import orjson
 
@@ -14,13 +14,11 @@ from destinations.amplitude.responses import check_response
 from destinations.base import (
     DeletionUnsupported,
     DestinationError,
-    Encoded,
-    Event,
     PartnerRequest,
     PartnerResponse,
     PluginContext,
 )
-from destinations.http import HttpDestination, raise_for_status
+from destinations.http import ItemizedDestination
 from destinations.registry import register
 from destinations.segment import ItemizedRequest
 from router.config import Destination
@@ -29,7 +27,7 @@ __all__ = ["AmplitudeDestination", "AmplitudeSettings"]
 
 
 @register("amplitude")
-class AmplitudeDestination(HttpDestination[AmplitudeSettings]):
+class AmplitudeDestination(ItemizedDestination[AmplitudeSettings]):
     settings_model = AmplitudeSettings
     summary = "Amplitude HTTP V2: events, revenue, user properties, groups; per-user throttling"
     call_types = frozenset({"track", "page", "screen", "identify", "group"})
@@ -40,17 +38,10 @@ class AmplitudeDestination(HttpDestination[AmplitudeSettings]):
         super().__init__(destination, context)
         self.encoder = AmplitudeEncoder(self.settings, self.options_for)
 
-    def encode(self, events: Sequence[Event]) -> Encoded[PartnerRequest]:
-        encoded = self.encoder.encode(events)
-        return Encoded(list(encoded.requests), encoded.failed)
-
-    def check(
-        self, request: PartnerRequest, response: PartnerResponse
+    def check_items(
+        self, request: ItemizedRequest, response: PartnerResponse
     ) -> Mapping[int, DestinationError]:
-        if isinstance(request, ItemizedRequest):
-            return check_response(request, response)
-        raise_for_status(request, response)
-        return {}
+        return check_response(request, response)
 
     def deletion_request(self, user_id: str) -> PartnerRequest | DeletionUnsupported:
         """``POST /api/2/deletions/users`` (User Privacy API, v1): Basic auth

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import orjson
 
 from destinations.base import (
     DestinationError,
-    Encoded,
-    Event,
     PartnerRequest,
     PartnerResponse,
     PluginContext,
@@ -18,7 +16,7 @@ from destinations.ga4.config import GA4Settings
 from destinations.ga4.encoder import GA4Encoder
 from destinations.ga4.names import MAX_EVENTS
 from destinations.ga4.responses import check_response
-from destinations.http import HttpDestination, raise_for_status
+from destinations.http import ItemizedDestination
 from destinations.registry import register
 from destinations.segment import ItemizedRequest
 from router.config import Destination
@@ -27,13 +25,14 @@ __all__ = ["GA4Destination", "GA4Settings"]
 
 
 @register("ga4")
-class GA4Destination(HttpDestination[GA4Settings]):
+class GA4Destination(ItemizedDestination[GA4Settings]):
     settings_model = GA4Settings
     summary = "Google Analytics 4 Measurement Protocol: e-commerce -> recommended events, pages"
     deletion_unsupported = (
         "GA4's User Deletion API (Analytics Admin API) needs Google OAuth credentials, "
         "which this destination does not hold: delete the user in Google Analytics"
     )
+    encoder: GA4Encoder
     call_types = frozenset({"track", "page"})
     default_batch_size = 1
     max_batch_size = MAX_EVENTS
@@ -42,17 +41,10 @@ class GA4Destination(HttpDestination[GA4Settings]):
         super().__init__(destination, context)
         self.encoder = GA4Encoder(self.settings, self.options_for)
 
-    def encode(self, events: Sequence[Event]) -> Encoded[PartnerRequest]:
-        encoded = self.encoder.encode(events)
-        return Encoded(list(encoded.requests), encoded.failed)
-
-    def check(
-        self, request: PartnerRequest, response: PartnerResponse
+    def check_items(
+        self, request: ItemizedRequest, response: PartnerResponse
     ) -> Mapping[int, DestinationError]:
-        if isinstance(request, ItemizedRequest):
-            return check_response(request, response)
-        raise_for_status(request, response)
-        return {}
+        return check_response(request, response)
 
     def event_tester_request(self, request: PartnerRequest) -> PartnerRequest:
         """The same request to GA4's validation server, with recommendations enforced."""

@@ -3,7 +3,7 @@ privacy deletion through the GDPR API."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from urllib.parse import urlencode
 
 import orjson
@@ -11,14 +11,12 @@ import orjson
 from destinations.base import (
     DeletionUnsupported,
     DestinationError,
-    Encoded,
-    Event,
     PartnerRequest,
     PartnerResponse,
     PluginContext,
     RejectedStatus,
 )
-from destinations.http import HttpDestination, raise_for_status
+from destinations.http import ItemizedDestination
 from destinations.mixpanel.config import MixpanelSettings
 from destinations.mixpanel.encoder import MAX_ITEMS, MixpanelEncoder
 from destinations.mixpanel.responses import check_response
@@ -47,7 +45,7 @@ def _check_deletion(request: PartnerRequest, response: PartnerResponse) -> None:
 
 
 @register("mixpanel")
-class MixpanelDestination(HttpDestination[MixpanelSettings]):
+class MixpanelDestination(ItemizedDestination[MixpanelSettings]):
     settings_model = MixpanelSettings
     summary = "Mixpanel: events via /import (per-event errors), profiles, groups, ID merge"
     call_types = frozenset({"track", "page", "screen", "identify", "group", "alias"})
@@ -58,19 +56,18 @@ class MixpanelDestination(HttpDestination[MixpanelSettings]):
         super().__init__(destination, context)
         self.encoder = MixpanelEncoder(self.settings, self.options_for)
 
-    def encode(self, events: Sequence[Event]) -> Encoded[PartnerRequest]:
-        encoded = self.encoder.encode(events)
-        return Encoded(list(encoded.requests), encoded.failed)
+    def check_items(
+        self, request: ItemizedRequest, response: PartnerResponse
+    ) -> Mapping[int, DestinationError]:
+        return check_response(request, response)
 
     def check(
         self, request: PartnerRequest, response: PartnerResponse
     ) -> Mapping[int, DestinationError]:
-        if isinstance(request, ItemizedRequest):
-            return check_response(request, response)
-        raise_for_status(request, response)
-        if DELETIONS_PATH in request.url:
+        failures = super().check(request, response)
+        if DELETIONS_PATH in request.url and not isinstance(request, ItemizedRequest):
             _check_deletion(request, response)
-        return {}
+        return failures
 
     def deletion_request(self, user_id: str) -> PartnerRequest | DeletionUnsupported:
         """``POST /api/app/data-deletions/v3.0/?token=<project token>`` (GDPR API v3):
