@@ -363,6 +363,7 @@ class Stamper:
         self._received_at = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
         self._received = _format_naive(self._received_at)
         self._sent_at = sent_at
+        # The last sentAt string parsed, and what it read (None: nothing parsed yet).
         self._sent_raw: Any = None
         self._sent = self._received_at
 
@@ -412,9 +413,11 @@ class Stamper:
 def _naive_utc(value: Any, field: str) -> datetime:
     """:func:`parse_timestamp` as a naive datetime in UTC (the same instant, the same errors).
 
-    A string of the usual form ``2026-11-23T10:00:00.000Z`` is read without its ``Z``:
-    fromisoformat then makes no time-zone object, and what it accepts without the ``Z`` it
-    accepts with it, as the same time in UTC. Anything else takes the general path.
+    A string of the usual form ``2026-11-23T10:00:00.000Z`` is read without its ``Z``, so
+    fromisoformat makes no time-zone object; a 24-character string with a ``T`` at index 10
+    that it reads without the ``Z`` and without an offset, it reads with the ``Z`` as the same
+    time in UTC (tests/test_spec.py holds both paths to the same answers over odd forms).
+    Anything else takes the general path.
     """
     if type(value) is str and len(value) == 24 and value[23] == "Z" and value[10] == "T":
         try:
