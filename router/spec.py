@@ -282,7 +282,9 @@ def format_timestamp(moment: datetime) -> str:
 
     isoformat, not strftime: strftime writes year 1 as "1", which no parser reads back.
     """
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def now() -> datetime:
@@ -338,6 +340,108 @@ def stamp(
         ) from None
     event["timestamp"] = format_timestamp(corrected)
     return event
+
+
+class Stamper:
+    """:func:`stamp` for the events of one request, which all arrived at one moment.
+
+    ``stamper.stamp(event)`` overwrites ``receivedAt`` with the arrival time (Segment's rule: the
+    server's clock, whatever the client sent), then sets ``messageId``, ``originalTimestamp``
+    and the corrected ``timestamp`` exactly as :func:`stamp` does, for less CPU per event: the
+    arrival time is formatted once and never parsed back, ``sentAt`` (one value for a whole
+    batch, set by the client as it sent the request) is parsed once per run of equal values,
+    and timestamps in the usual form (24 characters ending in ``Z``, what JavaScript's
+    ``toISOString`` and Segment's mobile libraries write) are computed on as naive UTC times,
+    which skips the time-zone arithmetic that was half the cost of formatting one.
+    """
+
+    __slots__ = ("_received", "_received_at", "_sent", "_sent_at", "_sent_raw")
+
+    def __init__(self, received_at: datetime, *, sent_at: Any = None) -> None:
+        # At the precision receivedAt is written with, as stamp() reads it back.
+        moment = received_at.astimezone(UTC).replace(tzinfo=None)
+        self._received_at = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+        self._received = _format_naive(self._received_at)
+        self._sent_at = sent_at
+        # The last sentAt string parsed, and what it read (None: nothing parsed yet).
+        self._sent_raw: Any = None
+        self._sent = self._received_at
+
+    @property
+    def received(self) -> str:
+        """``receivedAt`` as written into every event."""
+        return self._received
+
+    def stamp(self, event: Event) -> Event:
+        """:func:`stamp` of one event of the request (a method, not ``__call__``: a bound
+        method taken once per request is the cheapest call per event)."""
+        event["receivedAt"] = self._received
+        if not event.get("messageId"):
+            event["messageId"] = str(uuid.uuid4())
+        original_raw = event.get("originalTimestamp")
+        if original_raw is None:
+            original_raw = event.get("timestamp")
+            if original_raw is None:
+                event["timestamp"] = self._received
+                return event
+            event["originalTimestamp"] = original_raw
+        sent_at = self._sent_at
+        if sent_at is None:
+            sent_at = event.get("sentAt")
+        original = _naive_utc(original_raw, "timestamp")
+        if sent_at is None:
+            event["timestamp"] = _format_naive(original)
+            return event
+        if type(sent_at) is str and sent_at == self._sent_raw:
+            sent = self._sent
+        else:
+            sent = _naive_utc(sent_at, "sentAt")
+            self._sent_raw, self._sent = sent_at, sent
+        event["sentAt"] = sent_at
+        try:
+            corrected = self._received_at - (sent - original)
+        except OverflowError:
+            raise InvalidEvent(
+                "invalid_timestamp",
+                "timestamp and sentAt are too far apart: the corrected time is outside years "
+                "1-9999",
+            ) from None
+        event["timestamp"] = _format_naive(corrected)
+        return event
+
+
+def _naive_utc(value: Any, field: str) -> datetime:
+    """:func:`parse_timestamp` as a naive datetime in UTC (the same instant, the same errors).
+
+    A string of the usual form ``2026-11-23T10:00:00.000Z`` is read without its ``Z``, so
+    fromisoformat makes no time-zone object; a 24-character string with a ``T`` at index 10
+    that it reads without the ``Z`` and without an offset, it reads with the ``Z`` as the same
+    time in UTC (tests/test_spec.py holds both paths to the same answers over odd forms).
+    Anything else takes the general path.
+    """
+    if type(value) is str and len(value) == 24 and value[23] == "Z" and value[10] == "T":
+        try:
+            parsed = _from_iso(value[:23])
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is None:
+                return parsed
+    return parse_timestamp(value, field).replace(tzinfo=None)
+
+
+def _format_naive(moment: datetime) -> str:
+    """:func:`format_timestamp` of a naive datetime in UTC.
+
+    isoformat() writes ``YYYY-MM-DDTHH:MM:SS`` and then ``.ffffff`` unless the microseconds are
+    0; cutting that to milliseconds is what ``timespec="milliseconds"`` does (it truncates), at
+    half the cost of passing the keyword.
+    """
+    text = moment.isoformat()
+    return text[:23] + "Z" if moment.microsecond else text + ".000Z"
+
+
+_from_iso = datetime.fromisoformat
 
 
 def partition_key(event: Event) -> bytes:

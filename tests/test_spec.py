@@ -360,3 +360,72 @@ def test_recheck_also_needs_the_message_id() -> None:
 )
 def test_which_edits_may_invalidate(path: str, value: Any, may: bool) -> None:
     assert spec.edit_may_invalidate(tuple(path.split(".")), value) is may
+
+
+# Timestamps as clients write them, and strings fromisoformat treats in unusual ways: the
+# Stamper reads the usual form without its "Z", so it must accept and refuse exactly what
+# parse_timestamp does.
+_TIMES: list[Any] = [
+    None,
+    "2026-11-23T10:00:00.000Z",
+    "2026-11-23T10:00:05.123Z",
+    "2026-11-23T09:59:58.999Z",
+    "2026-11-23T10:00:00Z",
+    "2026-11-23T10:00:00.123456Z",
+    "2026-11-23T10:00:00.000+00:00",
+    "2026-11-23T12:00:00.000+02:00",
+    "2026-11-23T10:00:00",
+    "2026-11-23T10:00:00.00+01:00Z",
+    "2026-11-23T10:00:00.000z",
+    "2026-11-23T24:00:00.000Z",
+    "2026-11-23T1:00:00.0000Z",
+    "2026-11-23T10:00+01:00:0Z",
+    "20261123T100000.000000Z",
+    "2026-W47-1T10:00:00.00Z",
+    "2026-11-23 10:00:00.000Z",
+    "0001-01-01T00:00:00.000Z",
+    "9999-12-31T23:59:59.999Z",
+    "9999-12-31T23:59:59-01:00",
+    "not a timestamp at all!Z",
+    "2026-11-23",
+    "",
+    1700000000,
+]
+
+
+@pytest.mark.parametrize("batch_sent_at", [None, "2026-11-23T10:00:08.000Z", 5])
+def test_the_stamper_stamps_as_stamp_does(batch_sent_at: Any) -> None:
+    received = datetime(2026, 11, 23, 12, 0, 7, 654321, tzinfo=UTC)
+    stamper = spec.Stamper(received, sent_at=batch_sent_at)
+    cases = 0
+    for timestamp in _TIMES:
+        for sent_at in _TIMES:
+            for extra in ({}, {"receivedAt": "1999-01-01T00:00:00.000Z", "messageId": "m"}):
+                event: dict[str, Any] = {"type": "track", "userId": "u", "event": "E", **extra}
+                if timestamp is not None:
+                    event["timestamp"] = timestamp
+                if sent_at is not None:
+                    event["sentAt"] = sent_at
+                expected: Any = dict(event, receivedAt=spec.format_timestamp(received))
+                try:
+                    spec.stamp(expected, received, sent_at=batch_sent_at, default_id="id")
+                except spec.InvalidEvent as exc:
+                    expected = (exc.code, exc.message)
+                got: Any = dict(event)
+                if not got.get("messageId"):
+                    got["messageId"] = "id"
+                try:
+                    stamper.stamp(got)
+                except spec.InvalidEvent as exc:
+                    got = (exc.code, exc.message)
+                assert got == expected, (timestamp, sent_at, extra)
+                cases += 1
+    assert cases == 2 * len(_TIMES) ** 2
+    assert stamper.received == "2026-11-23T12:00:07.654Z"
+
+
+def test_the_stamper_fills_a_missing_message_id() -> None:
+    stamper = spec.Stamper(spec.now())
+    first = stamper.stamp({"type": "track", "userId": "u", "event": "E"})
+    second = stamper.stamp({"type": "track", "userId": "u", "event": "E", "messageId": ""})
+    assert first["messageId"] and second["messageId"] and first["messageId"] != second["messageId"]

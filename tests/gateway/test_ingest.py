@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import time
 from typing import Any
@@ -12,7 +13,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from router import spec
+from router import gc_tuning, spec
 from router.broker.topics import Topics
 from router.config import KafkaSettings
 from router.gateway import Gateway
@@ -236,6 +237,16 @@ async def test_request_metrics(client: Client, registry: CollectorRegistry) -> N
 
 async def test_health(gateway: Gateway) -> None:
     assert gateway.health()[0] is True
+
+
+async def test_the_collector_runs_less_often_while_the_gateway_serves(
+    kafka: KafkaSettings,
+) -> None:
+    before = gc.get_threshold()
+    assert before != gc_tuning.THRESHOLDS
+    async with Gateway(make_workspace(kafka), CollectorRegistry(), port=0):
+        assert gc.get_threshold() == gc_tuning.THRESHOLDS
+    assert gc.get_threshold() == before
 
 
 async def test_stop_drains_requests_in_flight(kafka: KafkaSettings, topics: Topics) -> None:
