@@ -6,8 +6,11 @@ The fetcher polls ``dest.<id>`` and ``dest.<id>.retry`` with one consumer (group
 Kafka needs to see:
 
 - a bound: at most ``max_in_flight`` events between fetch and outcome; at the bound it keeps
-  polling with every partition paused (so the group keeps the member), and fetches again once
-  a quarter of the bound is free;
+  polling for no partition (so the group keeps the member) and fetches again once a quarter of
+  the bound is free. Partitions are not paused at the bound: aiokafka throws away what it
+  prefetched for a paused partition and fetches it again later, and the records it throws away
+  stay in memory until a full garbage collection (see :mod:`router.gc_tuning`). Unpaused, each
+  partition holds at most one prefetched fetch response, which bounds the read-ahead;
 - retry timing: a retry record that is not due yet is sought back to and its partition
   paused until its due time; fresh traffic keeps flowing meanwhile, and nothing sleeps;
 - commits: only the finished prefix of each partition (:class:`OffsetTracker`), at most every
@@ -29,6 +32,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from router import gc_tuning
 from router.backoff import Backoff
 from router.broker.clients import make_consumer
 from router.config import KafkaSettings
@@ -41,6 +45,8 @@ logger = logging.getLogger(__name__)
 #: Wait in a rebalance for in-flight work of revoked partitions before giving them up.
 REVOKE_WAIT = 5.0
 COMMIT_TIMEOUT = 10.0
+#: No consumer is ever assigned partition -1: polling for it only says "still here".
+NO_PARTITION = TopicPartition("", -1)
 
 #: Called with each poll's items (already counted in flight); may wait (a full queue).
 Take = Callable[[list[InFlight]], Awaitable[None]]
@@ -236,6 +242,9 @@ class Fetcher:
         poll_ms = round(self.poll_timeout * 1000)
         backoff = Backoff(first=0.5, cap=5.0)
         while not self._stopping:
+            # Records aiokafka dropped unread (seeks to retry records not due yet) are freed
+            # only by a full collection, which the agent's GC settings make rare otherwise.
+            gc_tuning.collect_due()
             try:
                 if self.in_flight >= self.max_in_flight or (
                     self._full and self.in_flight > self._refill_at
@@ -246,7 +255,7 @@ class Fetcher:
                     await self._wait_for_capacity()
                     continue
                 self._full = False
-                self._apply_pauses(everything=False)
+                self._apply_pauses()
                 capacity = self.max_in_flight - self.in_flight
                 polled = await self.consumer.getmany(timeout_ms=poll_ms, max_records=capacity)
                 self.last_poll = time.monotonic()
@@ -263,29 +272,31 @@ class Fetcher:
                 await backoff.wait()
 
     async def _wait_for_capacity(self) -> None:
-        """At the in-flight bound: fetch nothing, keep polling so the group keeps us.
+        """At the in-flight bound: take nothing, keep polling so the group keeps us.
 
         Returns once a quarter of the bound is free, or after ``poll_timeout``.
         """
-        self._apply_pauses(everything=True)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.poll_timeout):
                 while self.in_flight > self._refill_at and not self._stopping:
                     self._capacity.clear()
                     await self._capacity.wait()
-        await self.consumer.getmany(timeout_ms=0)  # every partition is paused: returns nothing
+        # A poll for a partition nobody has: it returns nothing and leaves every prefetched
+        # response where it is, yet counts as a poll (max_poll_interval_ms) for the group.
+        await self.consumer.getmany(NO_PARTITION, timeout_ms=0)
         self.last_poll = time.monotonic()
         if time.monotonic() - self._last_commit >= self.commit_interval:
             await self.commit(time_limit=COMMIT_TIMEOUT)
 
-    def _apply_pauses(self, *, everything: bool) -> None:
+    def _apply_pauses(self) -> None:
+        """Pause exactly the retry partitions whose next record is not due yet."""
         consumer = self.consumer
         assigned = consumer.assignment()
         now = time.time()
         for tp, due in list(self._due.items()):
             if due <= now or tp not in assigned:
                 del self._due[tp]
-        wanted = set(assigned) if everything else set(self._due)
+        wanted = set(self._due)
         paused = consumer.paused()
         if wanted - paused:
             consumer.pause(*(wanted - paused))
