@@ -54,6 +54,22 @@ def text(value: Any) -> str | None:
     return None
 
 
+def identifier(value: Any) -> str | None:
+    """An id or attribute as partners key it: a string or number as text, surrounding
+    whitespace removed; None when nothing is left (or for booleans, None, containers)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float | str):
+        stripped = str(value).strip()
+        return stripped or None
+    return None
+
+
+def object_copy(value: Any) -> dict[str, Any]:
+    """A shallow copy of ``value`` when it is a JSON object, else an empty one."""
+    return dict(value) if isinstance(value, dict) else {}
+
+
 def number(value: Any) -> float | None:
     """A finite number, or a numeric string (``"12.50"``); None otherwise."""
     if isinstance(value, bool):

@@ -28,6 +28,7 @@ import orjson
 
 from destinations.base import DestinationError, Encoded, EncodeError, Event, PartnerRequest
 from destinations.braze.config import BrazeSettings
+from destinations.segment import identifier, object_copy
 
 TRACK_PATH = "/users/track"
 DELETE_PATH = "/users/delete"
@@ -92,19 +93,6 @@ class TooManyObjects(EncodeError):
     """One event becomes more objects than one request may carry."""
 
     reason = "too_large"
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float | str):
-        text = str(value).strip()
-        return text or None
-    return None
-
-
-def _object(value: Any) -> dict[str, Any]:
-    return dict(value) if isinstance(value, dict) else {}
 
 
 def _number(value: Any) -> float | int | None:
@@ -232,7 +220,7 @@ class BrazeEncoder:
         if kind == "identify":
             return [("attributes", self._attributes(event, user, options))]
         if kind == "group":
-            group_id = _text(event.get("groupId"))
+            group_id = identifier(event.get("groupId"))
             if group_id is None:
                 raise EncodeError("group has no groupId")
             return [("attributes", {**user, f"ab_segment_group_{group_id}": True})]
@@ -241,13 +229,13 @@ class BrazeEncoder:
         raise EncodeError(f"Braze takes no {kind!r} calls", reason="unsupported_type")
 
     def _user(self, event: Event, options: Mapping[str, Any]) -> dict[str, Any]:
-        braze_id = _text(options.get("braze_id"))
+        braze_id = identifier(options.get("braze_id"))
         if braze_id is not None:
             return {"braze_id": braze_id}
-        user_id = _text(event.get("userId"))
+        user_id = identifier(event.get("userId"))
         if user_id is not None:
             return {"external_id": user_id}
-        anonymous_id = _text(event.get("anonymousId"))
+        anonymous_id = identifier(event.get("anonymousId"))
         label = self.settings.alias_label
         if anonymous_id is not None and label is not None:
             return {"user_alias": {"alias_name": anonymous_id, "alias_label": label}}
@@ -264,13 +252,13 @@ class BrazeEncoder:
     def _attributes(
         self, event: Event, user: dict[str, Any], options: Mapping[str, Any]
     ) -> dict[str, Any]:
-        traits = _object(event.get("traits"))
+        traits = object_copy(event.get("traits"))
         item: dict[str, Any] = dict(user)
         address = traits.pop("address", None)
         if isinstance(address, dict):
-            if _text(address.get("city")):
+            if identifier(address.get("city")):
                 item["home_city"] = address["city"]
-            if _text(address.get("country")):
+            if identifier(address.get("country")):
                 item["country"] = address["country"]
         for key, value in traits.items():
             standard = STANDARD_TRAITS.get(key)
@@ -295,13 +283,13 @@ class BrazeEncoder:
     def _track(
         self, event: Event, user: dict[str, Any], options: Mapping[str, Any]
     ) -> list[BrazeObject]:
-        name = _text(event.get("event"))
+        name = identifier(event.get("event"))
         if name is None:
             raise EncodeError("track has no event name")
-        properties = _object(event.get("properties"))
+        properties = object_copy(event.get("properties"))
         time = event_time(event)
         common: dict[str, Any] = dict(user)
-        app_id = _text(options.get("app_id")) or self.settings.app_id
+        app_id = identifier(options.get("app_id")) or self.settings.app_id
         if app_id is not None:
             common["app_id"] = app_id
         if self._update_only(options):
@@ -328,17 +316,17 @@ class BrazeEncoder:
         Braze requires both, and inventing them would corrupt revenue: such an order goes to
         Braze as the custom event "Order Completed" with all its properties instead.
         """
-        currency = _text(properties.get("currency")) or "USD"
+        currency = identifier(properties.get("currency")) or "USD"
         order_id = properties.get("order_id")
         purchases: list[BrazeObject] = []
         for product in products:
             if not isinstance(product, dict):
                 return []
             product_id = (
-                _text(product.get("product_id"))
-                or _text(product.get("sku"))
-                or _text(product.get("name"))
-                or _text(product.get("id"))
+                identifier(product.get("product_id"))
+                or identifier(product.get("sku"))
+                or identifier(product.get("name"))
+                or identifier(product.get("id"))
             )
             price = _number(product.get("price"))
             if product_id is None or price is None:

@@ -34,6 +34,7 @@ from ulid import ULID
 
 from destinations.base import DestinationError, Encoded, EncodeError, Event, PartnerRequest
 from destinations.customerio.config import CustomerIOSettings
+from destinations.segment import identifier, object_copy
 
 BATCH_PATH = "/api/v2/batch"
 ANONYMOUS_EVENT_PATH = "/api/v1/events"
@@ -88,20 +89,6 @@ def _parse(value: Any) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _text(value: Any) -> str | None:
-    """A non-empty identifier as a string (Segment allows numbers for ids)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float | str):
-        text = str(value).strip()
-        return text or None
-    return None
-
-
-def _object(value: Any) -> dict[str, Any]:
-    return dict(value) if isinstance(value, dict) else {}
 
 
 class CustomerIOEncoder:
@@ -216,9 +203,9 @@ class CustomerIOEncoder:
         raise EncodeError(f"Customer.io takes no {kind!r} calls", reason="unsupported_type")
 
     def _identify(self, event: Event) -> dict[str, Any]:
-        traits = _object(event.get("traits"))
-        user_id = _text(event.get("userId"))
-        email = _text(traits.get("email"))
+        traits = object_copy(event.get("traits"))
+        user_id = identifier(event.get("userId"))
+        email = identifier(traits.get("email"))
         if user_id is not None:
             identifiers = {"id": user_id}
         elif email is not None:
@@ -233,7 +220,7 @@ class CustomerIOEncoder:
         created_at = _parse(attributes.pop("createdAt", None))
         if created_at is not None and "created_at" not in attributes:
             attributes["created_at"] = int(created_at.timestamp())
-        anonymous_id = _text(event.get("anonymousId"))
+        anonymous_id = identifier(event.get("anonymousId"))
         if anonymous_id is not None:
             # Customer.io attaches earlier anonymous events carrying this id to the person.
             attributes.setdefault("anonymous_id", anonymous_id)
@@ -249,13 +236,13 @@ class CustomerIOEncoder:
         return operation
 
     def _activity(self, event: Event, kind: str) -> tuple[dict[str, Any], bool]:
-        properties = _object(event.get("properties"))
+        properties = object_copy(event.get("properties"))
         name = self._activity_name(event, kind, properties)
-        user_id = _text(event.get("userId"))
+        user_id = identifier(event.get("userId"))
         timestamp = unix_seconds(event)
         action = "event" if kind == "track" else kind
         if user_id is None:
-            anonymous_id = _text(event.get("anonymousId"))
+            anonymous_id = identifier(event.get("anonymousId"))
             if anonymous_id is None:
                 raise MissingIdentity(f"{kind} has neither userId nor anonymousId")
             anonymous: dict[str, Any] = {
@@ -283,39 +270,39 @@ class CustomerIOEncoder:
     @staticmethod
     def _activity_name(event: Event, kind: str, properties: dict[str, Any]) -> str:
         if kind == "track":
-            name = _text(event.get("event"))
+            name = identifier(event.get("event"))
         elif kind == "page":
             # Customer.io names page views by URL (its segments and triggers match on it).
-            page = _object(_object(event.get("context")).get("page"))
+            page = object_copy(object_copy(event.get("context")).get("page"))
             name = (
-                _text(properties.get("url"))
-                or _text(page.get("url"))
-                or _text(properties.get("path"))
-                or _text(page.get("path"))
-                or _text(event.get("name"))
+                identifier(properties.get("url"))
+                or identifier(page.get("url"))
+                or identifier(properties.get("path"))
+                or identifier(page.get("path"))
+                or identifier(event.get("name"))
             )
-            if _text(event.get("name")) is not None:
+            if identifier(event.get("name")) is not None:
                 properties.setdefault("name", event["name"])
         else:
-            name = _text(event.get("name")) or _text(properties.get("name"))
+            name = identifier(event.get("name")) or identifier(properties.get("name"))
         if name is None:
             what = {"track": "an event name", "page": "a URL, path or name"}.get(kind, "a name")
             raise EncodeError(f"{kind} has no {what} for Customer.io")
         return name
 
     def _group(self, event: Event) -> dict[str, Any]:
-        group_id = _text(event.get("groupId"))
+        group_id = identifier(event.get("groupId"))
         if group_id is None:
             raise EncodeError("group has no groupId")
         options = self.options_for(event)
-        object_type = _text(options.get("object_type_id")) or self.settings.object_type_id
+        object_type = identifier(options.get("object_type_id")) or self.settings.object_type_id
         operation: dict[str, Any] = {
             "type": "object",
             "identifiers": {"object_type_id": object_type, "object_id": group_id},
             "action": "identify",
-            "attributes": _object(event.get("traits")),
+            "attributes": object_copy(event.get("traits")),
         }
-        user_id = _text(event.get("userId"))
+        user_id = identifier(event.get("userId"))
         if user_id is not None:
             relationship: dict[str, Any] = {"identifiers": {"id": user_id}}
             attributes = options.get("relationship_attributes")
