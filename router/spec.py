@@ -450,6 +450,17 @@ def partition_key(event: Event) -> bytes:
     return (user if type(user) is str else str(user)).encode()
 
 
+def iso_seconds(value: Any) -> float | None:
+    """An ISO-8601 time written by this router (status, dead-letter and regulation records)
+    as a UNIX time; None when it is not a string Python's ``fromisoformat`` reads."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
 def received_at_seconds(event: Event) -> float | None:
     """``receivedAt`` as a UNIX time, for end-to-end latency; None if absent or malformed."""
     raw = event.get("receivedAt")

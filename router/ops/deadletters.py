@@ -37,7 +37,6 @@ from router.broker.topics import Topics
 from router.config import KafkaSettings
 from router.delivery.records import HEADER_SOURCE, iso
 from router.ops.reading import Record, TopicReader, header
-from router.ops.status import parse_time
 from router.ops.store import Batch, Letter, Store
 
 REDRIVE_HEADER: Final = "router-redrive"
@@ -55,7 +54,7 @@ def parse_dead_letter(destination: str, record: Record, batch: Batch) -> None:
         body = None
     if header(record, REDRIVE_HEADER) is not None:
         if isinstance(body, dict) and isinstance(body.get("letters"), list):
-            at = parse_time(body.get("at")) or record.timestamp / 1000
+            at = spec.iso_seconds(body.get("at")) or record.timestamp / 1000
             batch.redrives.extend(
                 (destination, int(item[0]), int(item[1]), at)
                 for item in body["letters"]
@@ -84,7 +83,7 @@ def parse_dead_letter(destination: str, record: Record, batch: Batch) -> None:
             source_id=source if isinstance(source, str) else None,
             reason=reason if isinstance(reason, str) else None,
             attempts=attempts if isinstance(attempts, int) else None,
-            failed_at=parse_time(body.get("failedAt")) or record.timestamp / 1000,
+            failed_at=spec.iso_seconds(body.get("failedAt")) or record.timestamp / 1000,
             status=status if isinstance(status, int) else None,
             event_type=kind if isinstance(kind, str) else None,
             event_name=name if isinstance(name, str) else None,

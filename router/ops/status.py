@@ -27,12 +27,12 @@ import math
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Final
 
 import orjson
 
 from router.observability.delivery import LATENCY_BUCKETS
+from router.spec import iso_seconds
 
 OUTCOMES: Final = ("delivered", "retry", "dlq")
 #: Upper bounds of the latency histogram: the agents' Prometheus buckets, so the console's
@@ -61,15 +61,6 @@ class StatusRecord:
     error: dict[str, Any] | None
 
 
-def parse_time(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        return None
-
-
 def _int(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
@@ -92,7 +83,7 @@ def parse_status(value: bytes | None) -> StatusRecord | None:
         return None
     destination = body.get("destination")
     outcome = body.get("outcome")
-    at = parse_time(body.get("at"))
+    at = iso_seconds(body.get("at"))
     if not isinstance(destination, str) or outcome not in OUTCOMES or at is None:
         return None
     version = body.get("v")
@@ -136,7 +127,7 @@ def parse_status(value: bytes | None) -> StatusRecord | None:
         status=_int(body.get("status"), 0) or None,
         duration=_number(body.get("duration")),
         at=at,
-        due_at=parse_time(body.get("dueAt")),
+        due_at=iso_seconds(body.get("dueAt")),
         events=events,
         error=error if isinstance(error, dict) else None,
     )

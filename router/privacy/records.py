@@ -39,6 +39,8 @@ from typing import Any, Final, Literal
 
 import orjson
 
+from router.spec import format_timestamp, iso_seconds
+
 SUPPRESS: Final = "SUPPRESS"
 UNSUPPRESS: Final = "UNSUPPRESS"
 SUPPRESS_WITH_DELETE: Final = "SUPPRESS_WITH_DELETE"
@@ -52,17 +54,7 @@ MAX_USER_ID: Final = 1024
 
 
 def iso(seconds: float) -> str:
-    moment = datetime.fromtimestamp(seconds, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_iso(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        return None
+    return format_timestamp(datetime.fromtimestamp(seconds, UTC))
 
 
 def new_regulation_id() -> str:
@@ -125,7 +117,7 @@ def parse_suppression(key: bytes | None, value: bytes | None) -> tuple[str, Supp
     return user_id, Suppression(
         user_id,
         reason if isinstance(reason, str) else None,
-        parse_iso(body.get("at")) or 0.0,
+        iso_seconds(body.get("at")) or 0.0,
         regulation if isinstance(regulation, str) else None,
     )
 
@@ -271,7 +263,7 @@ def _attempt(item: Any) -> Attempt | None:
     if not isinstance(item, dict) or item.get("outcome") not in ("done", "failed"):
         return None
     return Attempt(
-        parse_iso(item.get("at")) or 0.0,
+        iso_seconds(item.get("at")) or 0.0,
         item["outcome"],
         _text(item.get("reason")),
         _text(item.get("message")),
@@ -294,8 +286,8 @@ def _destination(body: Any) -> DestinationDeletion | None:
         message=_text(body.get("message")),
         attempts=attempts if isinstance(attempts, int) else 0,
         max_attempts=max_attempts if isinstance(max_attempts, int) else 10,
-        next_attempt_at=parse_iso(body.get("nextAttemptAt")),
-        done_at=parse_iso(body.get("doneAt")),
+        next_attempt_at=iso_seconds(body.get("nextAttemptAt")),
+        done_at=iso_seconds(body.get("doneAt")),
         history=tuple(
             a for a in map(_attempt, history if isinstance(history, list) else []) if a is not None
         ),
@@ -315,7 +307,7 @@ def parse_regulation(value: bytes | None) -> Regulation | None:
     regulation_id = body.get("id")
     kind = body.get("type")
     user_id = body.get("userId")
-    created = parse_iso(body.get("createdAt"))
+    created = iso_seconds(body.get("createdAt"))
     if (
         not isinstance(regulation_id, str)
         or kind not in REGULATION_TYPES
@@ -336,7 +328,7 @@ def parse_regulation(value: bytes | None) -> Regulation | None:
         user_id=user_id,
         reason=_text(body.get("reason")),
         created_at=created,
-        updated_at=parse_iso(body.get("updatedAt")) or created,
+        updated_at=iso_seconds(body.get("updatedAt")) or created,
         revision=revision if isinstance(revision, int) else 1,
         destinations=destinations,
     )
