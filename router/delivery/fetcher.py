@@ -215,6 +215,7 @@ class Fetcher:
     # ------------------------------------------------------------ rebalances
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        gc_tuning.note_dropped()  # a rebalance discards what was prefetched
         self.tracker.assign(assigned)
         names = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
         logger.info("%s: assigned %s", self.name, ", ".join(names))
@@ -244,7 +245,7 @@ class Fetcher:
         while not self._stopping:
             # Records aiokafka dropped unread (seeks to retry records not due yet) are freed
             # only by a full collection, which the agent's GC settings make rare otherwise.
-            gc_tuning.collect_due()
+            gc_tuning.collect_due(after_drops_only=True)
             try:
                 if self.in_flight >= self.max_in_flight or (
                     self._full and self.in_flight > self._refill_at
@@ -300,6 +301,7 @@ class Fetcher:
         paused = consumer.paused()
         if wanted - paused:
             consumer.pause(*(wanted - paused))
+            gc_tuning.note_dropped()  # what was prefetched for these partitions
         if paused - wanted:
             consumer.resume(*(paused - wanted))
 
@@ -325,6 +327,7 @@ class Fetcher:
                     if state is not None and state.due > now:
                         # Not due: re-read it from here once due; pausing keeps the loop idle.
                         self.consumer.seek(tp, record.offset)
+                        gc_tuning.note_dropped()  # the rest of the fetched response
                         self._due[tp] = state.due
                         self.deferrals += 1
                         break

@@ -49,6 +49,27 @@ def test_collect_due_frees_cycles_at_most_once_per_interval() -> None:
     gc.collect()
 
 
+def test_delivery_asks_for_a_collection_only_after_aiokafka_dropped_records() -> None:
+    every = gc_tuning.FULL_COLLECTION_EVERY
+    gc_tuning.acquire()
+    try:
+        gc_tuning.collect_due(gc_tuning._last_full + every)  # start from a clean slate
+        now = gc_tuning._last_full + every
+        dropped = _dropped_cycle()
+        assert not gc_tuning.collect_due(now, after_drops_only=True), "nothing was dropped"
+        assert dropped() is not None
+        gc_tuning.note_dropped()
+        assert gc_tuning.collect_due(now, after_drops_only=True)
+        assert dropped() is None, "the collection after a drop frees the cycle"
+        gc_tuning.note_dropped()
+        assert not gc_tuning.collect_due(now + every / 2, after_drops_only=True), "interval"
+        assert gc_tuning.collect_due(now + every, after_drops_only=True)
+        assert not gc_tuning.collect_due(now + 2 * every, after_drops_only=True), "noted once"
+    finally:
+        gc_tuning.release()
+    gc.collect()
+
+
 async def test_at_the_in_flight_bound_nothing_is_paused_and_nothing_is_lost(
     kafka_ns: KafkaSettings,
 ) -> None:
@@ -87,6 +108,7 @@ async def test_at_the_in_flight_bound_nothing_is_paused_and_nothing_is_lost(
         assigned = set(fetcher.consumer.assignment())
         epochs = {tp: fetcher.tracker.epoch(tp) for tp in assigned}
         # Stay at the bound for well over max_poll_interval_ms, watching every poll.
+        gc_tuning._dropped = False  # the assignment dropped nothing yet, but it says so
         polls = 0
         last = fetcher.last_poll
         while polls < 40:
@@ -98,6 +120,7 @@ async def test_at_the_in_flight_bound_nothing_is_paused_and_nothing_is_lost(
             assert fetcher.consumer.paused() == set(), "the bound paused partitions"
             assert len(taken) == bound, "records taken past the in-flight bound"
         assert set(fetcher.consumer.assignment()) == assigned, "the member left its group"
+        assert not gc_tuning._dropped, "waiting at the bound made aiokafka drop records"
         # Release everything as it comes: every record exactly once, in order per partition.
         while len(taken) < count:
             unreleased = taken[len(taken) - fetcher.in_flight :]
