@@ -544,11 +544,13 @@ def test_keda_triggers_follow_the_router_consumer_groups(workspace: Workspace) -
     topics = Topics(workspace.kafka.topic_prefix)
     declared = {topic_name(t) for t in of_kind(docs, "KafkaTopic")}
     client_id = workspace.kafka.client_id
-    expected = {f"{client_id}-processor": topics.raw}
+    # Every topic each consumer group reads: a backlog on any of them must add pods.
+    expected = {f"{client_id}-processor": {topics.raw, topics.rekeyed}}
     for dest in workspace.destinations:
         if dest.enabled:
-            expected[f"{client_id}-deliver-{dest.id}"] = topics.destination(dest.id)
-    seen: dict[str, str] = {}
+            expected[f"{client_id}-deliver-{dest.id}"] = {topics.destination(dest.id)}
+    seen: dict[str, set[str]] = {}
+    scaler_of: dict[str, str] = {}  # consumer group -> the one ScaledObject that scales it
     for scaled in of_kind(docs, "ScaledObject"):
         assert scaled["apiVersion"] == "keda.sh/v1alpha1"
         target = scaled["spec"]["scaleTargetRef"]
@@ -564,8 +566,12 @@ def test_keda_triggers_follow_the_router_consumer_groups(workspace: Workspace) -
             )
             assert meta["bootstrapServersFromEnv"] in env_names
             assert meta["offsetResetPolicy"] == "earliest"  # the router's auto_offset_reset
-            assert meta["consumerGroup"] not in seen, f"{meta['consumerGroup']} scaled twice"
-            seen[meta["consumerGroup"]] = meta["topic"]
+            group = meta["consumerGroup"]
+            owner = scaler_of.setdefault(group, scaled["metadata"]["name"])
+            assert owner == scaled["metadata"]["name"], f"{group} scaled by two ScaledObjects"
+            topics_of_group = seen.setdefault(group, set())
+            assert meta["topic"] not in topics_of_group, f"{meta['topic']} triggers twice"
+            topics_of_group.add(meta["topic"])
             assert scaled["spec"]["maxReplicaCount"] <= workspace.kafka.partitions
     assert seen == expected
 
