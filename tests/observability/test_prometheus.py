@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.broker.embedded import free_port
+from router.broker.partitioning import key_partition
 from router.broker.topics import Topics
 from router.config import KafkaSettings, Workspace
 from router.delivery.agent import DeliveryAgent
@@ -304,6 +305,15 @@ async def test_every_dashboard_query_answers_on_a_running_router(
     async with ops, processor, agent, gateway, console, aiohttp.ClientSession() as session:
         await produce(kafka, raw, events, headers=[("write-key", b"wk-web")])
         await produce(kafka, raw, [b"not json"], key=b"x", headers=[("write-key", b"wk-web")])
+        # Keyed by something else than its user, in another partition: moved to events.rekeyed.
+        moved = {"type": "track", "event": "Clicked", "userId": "u7", "messageId": "m-moved"}
+        home = key_partition(b"u7", kafka.partitions)
+        elsewhere = next(
+            key
+            for key in (f"k{i}".encode() for i in range(100))
+            if key_partition(key, kafka.partitions) != home
+        )
+        await produce(kafka, raw, [moved], key=elsewhere, headers=[("write-key", b"wk-web")])
         async with session.post(
             f"http://127.0.0.1:{gateway.port}/v1/track",
             json={"event": "Clicked", "userId": "u9", "writeKey": "wk-web"},
