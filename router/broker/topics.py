@@ -149,9 +149,15 @@ async def ensure_topics(
                 for n in missing
             ]
         )
+        created = []
         for topic, code, message in response.topic_errors:
             if code not in (0, _TOPIC_ALREADY_EXISTS):
                 raise RuntimeError(f"cannot create topic {topic}: {message} (error {code})")
-        logger.info("created topics: %s", ", ".join(missing))
+            if code == 0:
+                created.append(topic)
+        # Roles starting together (``router run``) race to create the same topics: each names
+        # only those it created, so every topic is logged once.
+        if created:
+            logger.info("created topics: %s", ", ".join(sorted(created)))
     finally:
         await admin.close()
