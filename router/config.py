@@ -450,6 +450,11 @@ class KafkaSettings(Model):
     #: How soon a consumer that stopped heartbeating (a killed process) loses its partitions.
     #: Kafka brokers refuse less than 6 s by default (group.min.session.timeout.ms).
     session_timeout: Duration = Field(default=6.0, ge=1.0, le=300.0)
+    #: How long the broker may hold a consumer's fetch that found nothing new. Kafka answers
+    #: as soon as a record arrives, so there a longer wait costs no latency and an idle
+    #: consumer fetches less often (Kafka's own default is 500 ms). Tansu, the embedded
+    #: broker, holds such a fetch for the whole wait, so the default stays short.
+    fetch_max_wait: Duration = Field(default=0.02, ge=0.005, le=10.0)
 
 
 class ProcessorSettings(Model):

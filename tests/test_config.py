@@ -29,6 +29,15 @@ def test_durations() -> None:
             parse_duration(wrong)  # type: ignore[arg-type]
 
 
+def test_fetch_max_wait_takes_a_duration_within_its_bounds() -> None:
+    base = {"sources": [{"id": "web", "write_keys": ["k-1"]}]}
+    assert validate_workspace(base).kafka.fetch_max_wait == 0.02
+    tuned = validate_workspace({**base, "kafka": {"fetch_max_wait": "500ms"}})
+    assert tuned.kafka.fetch_max_wait == 0.5
+    for wrong in ("1ms", "11s"):
+        assert _problems({**base, "kafka": {"fetch_max_wait": wrong}})
+
+
 def test_a_duration_of_the_wrong_type_is_a_problem_with_its_path() -> None:
     problems = _problems(
         {

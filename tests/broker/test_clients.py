@@ -39,3 +39,18 @@ async def test_a_stopped_consumer_leaves_its_group_at_once(kafka: KafkaSettings)
     finally:
         await consumer.stop()
     assert await members(settings, group) == []
+
+
+async def test_consumers_wait_for_new_records_as_configured() -> None:
+    """``kafka.fetch_max_wait`` reaches every role's consumer: short by default (the embedded
+    broker holds an empty fetch for the whole wait), 500 ms as Kafka users would set it."""
+    settings = KafkaSettings(bootstrap_servers="127.0.0.1:9")  # never started: no broker
+    for kafka, expected in (
+        (settings, 20),
+        (settings.model_copy(update={"fetch_max_wait": 0.5}), 500),
+    ):
+        consumer = make_consumer(kafka, group_id=None, role="r")
+        try:
+            assert consumer._fetch_max_wait_ms == expected
+        finally:
+            await consumer.stop()
