@@ -1,4 +1,4 @@
-"""Shared HTTP plumbing: one aiohttp session per agent, status classification, Retry-After.
+"""Shared HTTP plumbing: one client per agent, status classification, Retry-After.
 
 Classification follows Segment's delivery rules: retry 429,
 408, 5xx except 501 and 505, timeouts and connection errors; everything else that is not
@@ -9,7 +9,6 @@ misconfigured, and following it would silently turn the POST into a GET.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -17,8 +16,6 @@ from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 from urllib.parse import urlsplit
-
-import aiohttp
 
 from destinations.base import (
     ConnectionFailed,
@@ -34,6 +31,7 @@ from destinations.base import (
     RetryableStatus,
     SettingsT,
 )
+from destinations.connections import ConnectionPool, InvalidRequest
 from destinations.segment import ItemizedRequest
 from router import __version__
 
@@ -116,10 +114,12 @@ def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 
 class HttpClient:
-    """The agent's one ``aiohttp.ClientSession``; every destination sends through it.
+    """The agent's one HTTP client; every destination sends through it.
 
-    The connector has no global connection limit: each destination's own concurrency bounds
-    its connections, so a slow partner holding its connections cannot starve another one.
+    Requests go over keep-alive connections of a :class:`~destinations.connections.
+    ConnectionPool` (that module says why not aiohttp's client, with the figures). It has no
+    global connection limit: each destination's own concurrency bounds its connections, so a
+    slow partner holding its connections cannot starve another one.
     """
 
     def __init__(
@@ -127,22 +127,18 @@ class HttpClient:
     ) -> None:
         self.user_agent = user_agent
         self.max_response_bytes = max_response_bytes
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: ConnectionPool | None = None
 
     async def start(self) -> None:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, enable_cleanup_closed=False)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers={"User-Agent": self.user_agent},
-                auto_decompress=True,
-                raise_for_status=False,
+        if self._pool is None:
+            self._pool = ConnectionPool(
+                user_agent=self.user_agent, max_response_bytes=self.max_response_bytes
             )
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -157,65 +153,36 @@ class HttpClient:
         await self.close()
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def pool(self) -> ConnectionPool:
+        if self._pool is None:
             raise RuntimeError("HttpClient is not started")
-        return self._session
+        return self._pool
 
     async def send(self, request: PartnerRequest, *, time_limit: float) -> PartnerResponse:
         """Send one request; the answer, whatever its status, or a TransportError."""
         started = time.monotonic()
         try:
-            async with self.session.request(
-                request.method,
-                request.url,
-                data=request.body,
-                headers=list(request.headers),
-                timeout=_timeout(time_limit),
-                allow_redirects=False,
-            ) as response:
-                body, truncated = await self._read_bounded(response)
-                return PartnerResponse(
-                    status=response.status,
-                    # aiohttp's keys are istr (a str subclass); JSON encoders want plain str.
-                    headers=tuple((str(k), str(v)) for k, v in response.headers.items()),
-                    body=body,
-                    elapsed=time.monotonic() - started,
-                    body_truncated=truncated,
-                )
-        except TimeoutError as exc:  # aiohttp's timeouts subclass the builtin one
+            answer = await self.pool.request(
+                request.method, request.url, request.headers, request.body, time_limit=time_limit
+            )
+        except TimeoutError as exc:  # before OSError: it is one
             raise RequestTimeout(
                 f"no answer within {time_limit:g}s from {_host(request.url)}", request=request
             ) from exc
-        except aiohttp.InvalidURL as exc:
-            raise InvalidSettings(f"invalid URL for {_host(request.url)}") from exc
-        except aiohttp.ClientError as exc:
+        except InvalidRequest as exc:
+            raise InvalidSettings(f"{exc} (request to {_host(request.url)})") from exc
+        except OSError as exc:  # refused, reset, DNS, TLS, or not an HTTP answer
             raise ConnectionFailed(
                 f"{type(exc).__name__} talking to {_host(request.url)}: {_short(exc)}",
                 request=request,
             ) from exc
-        except OSError as exc:  # e.g. a socket error raised outside aiohttp's wrappers
-            raise ConnectionFailed(
-                f"{type(exc).__name__} talking to {_host(request.url)}: {_short(exc)}",
-                request=request,
-            ) from exc
-
-    async def _read_bounded(self, response: aiohttp.ClientResponse) -> tuple[bytes, bool]:
-        limit = self.max_response_bytes
-        length = response.content_length
-        if length is not None and length <= limit and "Content-Encoding" not in response.headers:
-            # The usual small, uncompressed answer of known length: one read, not a loop.
-            return await response.read(), False
-        chunks: list[bytes] = []
-        size = 0
-        while size <= limit:
-            chunk = await response.content.read(limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        body = b"".join(chunks)
-        return body[:limit], len(body) > limit
+        return PartnerResponse(
+            status=answer.status,
+            headers=answer.headers,
+            body=answer.body,
+            elapsed=time.monotonic() - started,
+            body_truncated=answer.truncated,
+        )
 
     async def probe(self, url: str, *, time_limit: float) -> tuple[bool, str]:
         """Open (and close) a TCP connection to the URL's host: reachable or not, never raises."""
@@ -235,12 +202,6 @@ class HttpClient:
         except OSError as exc:
             logger.debug("closing probe connection to %s:%s: %s", host, port, exc)
         return True, f"{host}:{port} accepts connections"
-
-
-@functools.lru_cache(maxsize=64)
-def _timeout(seconds: float) -> aiohttp.ClientTimeout:
-    """One (immutable) ClientTimeout per distinct limit, not one per request."""
-    return aiohttp.ClientTimeout(total=seconds)
 
 
 def _host(url: str) -> str:
