@@ -12,12 +12,13 @@ What it does, and what a partner sees:
 - HTTP/1.1 with keep-alive, plain or TLS (the system's trust store, hostname checked), one
   request per connection at a time, connections kept per (scheme, host, port) for reuse and
   closed after :data:`IDLE_TIMEOUT` idle seconds or when the server says ``Connection: close``.
-- Request head: the caller's headers plus ``Host``, ``Content-Length``, ``User-Agent`` (unless
-  given), ``Accept: */*`` and ``Accept-Encoding: identity`` (answers are small status
-  documents; not decompressing them saves CPU). A server that compresses anyway (gzip or
-  deflate) is decoded. URL credentials (``https://user:pass@host``) become Basic auth. A
-  header name that is not an HTTP token, or a value with a line break, is refused before
-  anything is sent (a header-injection guard for user-supplied webhook headers).
+- Request head: the caller's headers plus ``Host`` and ``Content-Length``, and unless the
+  caller gave its own, ``User-Agent``, ``Accept: */*`` and ``Accept-Encoding: identity``
+  (answers are small status documents; not decompressing them saves CPU). A server that
+  compresses anyway (gzip or deflate) is decoded. URL credentials
+  (``https://user:pass@host``) become Basic auth. A header name that is not an HTTP token,
+  or a value with a line break, is refused before anything is sent (a header-injection
+  guard for user-supplied webhook headers).
 - Answers: Content-Length, chunked, or read until the server closes; 1xx interim answers are
   skipped; bodies are kept up to ``max_response_bytes`` (the connection is dropped past that
   rather than read to the end).
@@ -52,6 +53,8 @@ IDLE_TIMEOUT = 15.0
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: Headers this module writes itself; a caller's copy is dropped.
 _MANAGED = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+#: Headers this module adds unless the caller gave its own.
+_DEFAULTED = frozenset({"user-agent", "authorization", "accept", "accept-encoding"})
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
@@ -144,28 +147,31 @@ def request_head(
     """The request line and header block, CRLF-terminated; :class:`InvalidRequest` when a
     header would break the framing."""
     lines = [f"{method} {where.path} HTTP/1.1", f"Host: {where.authority}"]
-    has_agent = has_auth = False
+    given: set[str] = set()
     for name, value in headers:
         lowered = name.lower()
         if lowered in _MANAGED:
             continue
         if not _valid_name(name):
             raise InvalidRequest(f"header name {name!r} is not an HTTP token")
-        has_agent = has_agent or lowered == "user-agent"
-        has_auth = has_auth or lowered == "authorization"
+        if lowered in _DEFAULTED:
+            given.add(lowered)
         lines.append(f"{name}: {value}")
-    if not has_agent:
+    if "user-agent" not in given:
         lines.append(f"User-Agent: {user_agent}")
-    if where.authorization is not None and not has_auth:
+    if where.authorization is not None and "authorization" not in given:
         lines.append(f"Authorization: {where.authorization}")
+    if "accept" not in given:
+        lines.append("Accept: */*")
     if body_length or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {body_length}")
-    lines.append("Accept: */*")
-    lines.append("Accept-Encoding: identity\r\n\r\n")
+    if "accept-encoding" not in given:
+        lines.append("Accept-Encoding: identity")
+    lines.append("\r\n")
     text = "\r\n".join(lines)
     # Every line break must be one of ours: a value carrying CR or LF would end the header
     # early and let its remainder be read as more headers (or a second request).
-    breaks = len(lines) + 1
+    breaks = len(lines)
     if text.count("\n") != breaks or text.count("\r") != breaks:
         raise InvalidRequest("a header value contains a line break")
     return text.encode("utf-8")
@@ -366,7 +372,7 @@ class ConnectionPool:
                 answer = await connection.exchange(payload, deadline, head_only=head_only)
             except Disconnected as exc:
                 self._discard(connection)
-                if reused and not exc.answered and not retried:
+                if reused and not exc.answered and not retried and not self._closed:
                     retried = True  # its keep-alive had run out: one fresh connection
                     continue
                 raise

@@ -156,12 +156,18 @@ async def test_requests_share_a_keep_alive_connection_and_carry_the_expected_hea
         answer = await client.request(
             "POST",
             f"{echo}/echo/h",
-            (("User-Agent", "mine"), ("Content-Length", "999"), ("Host", "elsewhere")),
+            (
+                ("User-Agent", "mine"),
+                ("Accept", "application/json"),
+                ("Content-Length", "999"),
+                ("Host", "elsewhere"),
+            ),
             b"abc",
             time_limit=5,
         )
         headers = orjson.loads(answer.body)["headers"]
         assert headers["User-Agent"] == "mine" and headers["Content-Length"] == "3"
+        assert headers["Accept"] == "application/json"  # one Accept, the caller's
         assert headers["Host"] == host
     finally:
         await client.close()
