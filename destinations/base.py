@@ -64,18 +64,25 @@ class EventBatch(list[Event]):
     source (an archive, a warehouse schema per source) reads the sources. A plugin must
     never assume either is there (tests and tools pass plain lists): use
     :func:`raw_events` and :func:`event_sources`.
+
+    The agent also gives each event's ``messageId`` (``message_ids``, "" where there is none;
+    read it with :func:`event_message_ids`). For a plugin whose ``reads_events`` is False the
+    agent does not decode the events at all: the batch's entries are then None, and the plugin
+    reads ``raw`` and ``message_ids`` only.
     """
 
-    __slots__ = ("_find_sources", "_sources", "raw")
+    __slots__ = ("_find_sources", "_sources", "message_ids", "raw")
 
     def __init__(
         self,
         events: list[Event],
         raw: list[bytes],
         sources: list[str | None] | Callable[[], list[str | None]] | None = None,
+        message_ids: list[str] | None = None,
     ) -> None:
         super().__init__(events)
         self.raw = raw
+        self.message_ids = message_ids
         # A callable is asked on first use: most plugins never read the sources.
         self._sources = None if callable(sources) else sources
         self._find_sources = sources if callable(sources) else None
@@ -91,6 +98,15 @@ def raw_events(events: Sequence[Event]) -> list[bytes] | None:
     """The events' bytes as read from Kafka, when the caller passed an :class:`EventBatch`."""
     raw = getattr(events, "raw", None)
     return raw if isinstance(raw, list) and len(raw) == len(events) else None
+
+
+def event_message_ids(events: Sequence[Event]) -> list[str]:
+    """Each event's ``messageId`` ("" where it has none): the agent's list when the caller
+    passed an :class:`EventBatch` with one, else read from the events."""
+    known = getattr(events, "message_ids", None)
+    if isinstance(known, list) and len(known) == len(events):
+        return known
+    return [str(event.get("messageId") or "") for event in events]
 
 
 def event_sources(events: Sequence[Event]) -> list[str | None] | None:
@@ -343,6 +359,11 @@ class DestinationPlugin(ABC, Generic[SettingsT, RequestT, ResponseT]):
     #: Segment call types the partner takes; the processor filters the others out
     #: (counted as ``unsupported_type``) so they never reach this destination's topic.
     call_types: ClassVar[frozenset[str]] = CALL_TYPES
+    #: Whether :meth:`encode` reads the events themselves. A plugin that forwards them as
+    #: they are (the webhook) sets False: the agent then skips decoding each event's JSON,
+    #: the largest per-event cost of delivery, and hands it an :class:`EventBatch` of None
+    #: entries with ``raw`` and ``message_ids``.
+    reads_events: ClassVar[bool] = True
     #: Events handed to one :meth:`encode` when ``delivery.batch_size`` is not set.
     default_batch_size: ClassVar[int] = 1
     #: Most events one :meth:`encode` may get (the partner's batch limit, or the most a
@@ -355,6 +376,13 @@ class DestinationPlugin(ABC, Generic[SettingsT, RequestT, ResponseT]):
     #: Why this destination type cannot delete a user's data (what the default
     #: :meth:`deletion_request` answers); plugins that can override the method.
     deletion_unsupported: ClassVar[str] = "the partner offers no API to delete a user's data"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # An inherited reads_events=False speaks for the parent's encode(): a subclass with
+        # its own encode() reads the events unless it says otherwise in its own body.
+        if "encode" in cls.__dict__ and "reads_events" not in cls.__dict__:
+            cls.reads_events = True
 
     def __init__(self, destination: Destination, context: PluginContext) -> None:
         self.destination = destination

@@ -23,6 +23,8 @@ class WebhookDestination(HttpDestination[WebhookSettings]):
         "a webhook has no deletion API: the receiving service must delete the user itself"
     )
     accepts_idempotency_key = True
+    # The body is the events' JSON as read from Kafka, spliced: nothing to decode.
+    reads_events = False
 
     def __init__(self, destination: Destination, context: PluginContext) -> None:
         super().__init__(destination, context)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from destinations.base import EncodeError, Event, PartnerRequest, raw_events
+from destinations.base import EncodeError, Event, PartnerRequest, event_message_ids, raw_events
 from destinations.webhook.config import WebhookSettings
 
 CONTENT_TYPE = "application/json"
@@ -49,7 +49,7 @@ class WebhookEncoder:
             raise ValueError("nothing to encode")
         if not self.batched and len(events) != 1:
             raise ValueError("an unbatched webhook encodes one event per request")
-        message_ids = tuple(str(e.get("messageId") or "") for e in events)
+        message_ids = tuple(event_message_ids(events))
         raw = raw_events(events)
         if raw is not None:
             # The events as read from Kafka are already their JSON: splice, do not re-encode.

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from router.delivery.records import Failure, InFlight, Settled
 from router.delivery.retry import RetryPolicy
-from router.spec import Event, received_at_seconds
+from router.spec import received_at_seconds
 
 RETRIES_EXHAUSTED = "retries_exhausted"
 
@@ -23,17 +23,14 @@ RETRIES_EXHAUSTED = "retries_exhausted"
 _second_starts: dict[str, int] = {}
 
 
-def received_at(event: Event | None) -> float | None:
-    """``receivedAt`` as UNIX seconds, None if absent or unreadable.
+def received_at(raw: object) -> float | None:
+    """An event's ``receivedAt`` value as UNIX seconds, None if absent or unreadable.
 
     The router writes ``2026-11-23T10:00:00.123Z``; for that shape the date and time are
     parsed once per second and the milliseconds added (an event's share of a delivered
     request is a few microseconds; ``datetime.fromisoformat`` alone cost one). Any other
     shape takes the general parser.
     """
-    if event is None:
-        return None
-    raw = event.get("receivedAt")
     if type(raw) is str and len(raw) == 24 and raw[19] == "." and raw[23] == "Z":
         prefix = raw[:19]
         start = _second_starts.get(prefix)
@@ -50,14 +47,18 @@ def received_at(event: Event | None) -> float | None:
                     )
                 )
             except ValueError:
-                return received_at_seconds(event)
+                return _general(raw)
             if len(_second_starts) >= 256:
                 _second_starts.clear()
             _second_starts[prefix] = start
         millis = raw[20:23]
         if millis.isdigit():
             return start + int(millis) / 1000
-    return received_at_seconds(event)
+    return _general(raw)
+
+
+def _general(raw: object) -> float | None:
+    return received_at_seconds({"receivedAt": raw})
 
 
 def classify(
@@ -103,7 +104,8 @@ def _delivered(
 ) -> Settled:
     latencies: list[float | None] = []
     for item in items:
-        received = received_at(item.event)
+        head = item.head
+        received = None if head is None else received_at(head.receivedAt)
         latencies.append(None if received is None else max(0.0, at - received))
     return Settled("delivered", items, at, status=status, duration=duration, latencies=latencies)
 

@@ -26,7 +26,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
@@ -37,8 +36,7 @@ from router.backoff import Backoff
 from router.broker.clients import make_consumer
 from router.config import KafkaSettings
 from router.delivery.offsets import OffsetTracker
-from router.delivery.records import InFlight, RetryState
-from router.spec import Event
+from router.delivery.records import InFlight, RetryState, decode_head
 
 logger = logging.getLogger(__name__)
 
@@ -50,17 +48,6 @@ NO_PARTITION = TopicPartition("", -1)
 
 #: Called with each poll's items (already counted in flight); may wait (a full queue).
 Take = Callable[[list[InFlight]], Awaitable[None]]
-
-
-def decode_event(value: bytes | None) -> Event | None:
-    """The record's event, or None when it is not a JSON object (dead-lettered as such)."""
-    if not value:
-        return None
-    try:
-        decoded = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    return decoded if isinstance(decoded, dict) else None
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -345,7 +332,7 @@ class Fetcher:
                             record.key,
                             value or b"",
                             tuple(record.headers) if record.headers else (),
-                            decode_event(value),
+                            decode_head(value),
                             "fresh",
                             0,
                             None,
@@ -421,7 +408,7 @@ def _item(
         key=record.key,
         raw=record.value or b"",
         headers=tuple(record.headers or ()),
-        event=decode_event(record.value),
+        head=decode_head(record.value),
         origin=origin,
         attempt=state.attempt if state else 0,
         first_failure=state.first_failure if state else None,

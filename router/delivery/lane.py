@@ -48,6 +48,7 @@ from router.delivery.records import (
     InFlight,
     Settled,
     dead_letter_records,
+    head_message_id,
     retry_records,
     status_error_json,
     status_record,
@@ -75,8 +76,7 @@ def _request_result(exc: DestinationError, plugin: AnyPlugin) -> str:
     return exc.reason if exc.reason in ("timeout", "connection") else "other"
 
 
-def _user_of(event: Mapping[str, Any]) -> str | None:
-    user = event.get("userId")
+def _user_id(user: object) -> str | None:
     return None if user is None else user if type(user) is str else str(user)
 
 
@@ -353,13 +353,14 @@ class DestinationLane:
         unsupported = []
         suppressed: list[InFlight] = []
         users = self._suppressed
+        decode = self.plugin.reads_events
         for item in items:
-            event = item.event
-            if event is None:
+            head = item.head
+            if head is None or (decode and item.event is None):
                 undecodable.append(item)
-            elif types is not None and event.get("type") not in types:
+            elif types is not None and head.type not in types:
                 unsupported.append(item)
-            elif users and _user_of(event) in users:
+            elif users and _user_id(head.userId) in users:
                 suppressed.append(item)
             else:
                 sendable.append(item)
@@ -398,9 +399,14 @@ class DestinationLane:
 
     async def _send(self, items: list[InFlight]) -> list[Settled]:
         events = EventBatch(
-            [cast(Event, item.event) for item in items],
+            (
+                [cast(Event, item.event) for item in items]
+                if self.plugin.reads_events
+                else [cast(Event, None)] * len(items)
+            ),
             [item.raw for item in items],
             lambda: [item.source_id for item in items],
+            [head_message_id(item.head) or "" for item in items],
         )
         try:
             encoded = self.plugin.encode(events)

@@ -64,6 +64,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
 import orjson
 
 from router.broker.clients import OutRecord
@@ -117,10 +118,68 @@ class RetryState:
         )
 
 
+class EventHead(msgspec.Struct, gc=False):
+    """What the agent reads of every event: decoded without building the rest of it.
+
+    msgspec skips the other fields of the JSON without making Python objects of them. Measured
+    on 480-byte bench events: 0.5 us per event, against 2.8-11 us for a whole-event
+    ``orjson.loads`` (the high end with the garbage collection those objects trigger while
+    thousands are in flight). Delivering to five webhooks end to end, whole-event decoding,
+    the collections it set off and freeing the objects were 45% of the agent's CPU. The whole
+    event is decoded only for plugins that read it (:attr:`InFlight.event`).
+
+    Values are the JSON's, unchecked (``messageId`` may be a number in a hand-made record).
+    """
+
+    messageId: Any = None
+    type: Any = None
+    userId: Any = None
+    receivedAt: Any = None
+
+    @classmethod
+    def of(cls, event: Event | None) -> EventHead | None:
+        """The head of an already decoded event (tests and tools that build items by hand)."""
+        if event is None:
+            return None
+        get = event.get
+        return cls(get("messageId"), get("type"), get("userId"), get("receivedAt"))
+
+
+_HEAD_DECODER: Final = msgspec.json.Decoder(EventHead)
+
+
+def decode_head(value: bytes | None) -> EventHead | None:
+    """The record's :class:`EventHead`, or None when it is not a JSON object (dead-lettered
+    as ``undecodable``)."""
+    if not value:
+        return None
+    try:
+        return _HEAD_DECODER.decode(value)
+    except msgspec.DecodeError:  # ValidationError (not an object) is one too
+        return None
+
+
+def decode_event(value: bytes | None) -> Event | None:
+    """The record's whole event, or None when it is not a JSON object."""
+    if not value:
+        return None
+    try:
+        decoded = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return decoded if isinstance(decoded, dict) else None
+
+
+def head_message_id(head: EventHead | None) -> str | None:
+    value = head.messageId if head is not None else None
+    return value if type(value) is str and value else None
+
+
 @dataclass(slots=True)
 class InFlight:
-    """One record taken from Kafka and not yet accounted for (never changed once built;
-    not ``frozen`` because a frozen dataclass costs twice as much to build, once per event)."""
+    """One record taken from Kafka and not yet accounted for (never changed once built,
+    except for :attr:`decoded`, filled on first use; not ``frozen`` because a frozen
+    dataclass costs twice as much to build, once per event)."""
 
     topic: str
     partition: int
@@ -128,16 +187,26 @@ class InFlight:
     key: bytes | None
     raw: bytes
     headers: Headers
-    event: Event | None
+    #: The fields read for every event; None when the value is not a JSON object.
+    head: EventHead | None
     origin: str  # "fresh" (destination topic) or "retry"
     attempt: int  # failed attempts before this one
     first_failure: float | None
     epoch: int  # assignment generation of the partition when taken
+    #: The whole event once :attr:`event` was read (or as given by whoever built the item).
+    decoded: Event | None = None
+
+    @property
+    def event(self) -> Event | None:
+        """The whole event, decoded on first use; None when the value is not a JSON object."""
+        decoded = self.decoded
+        if decoded is None and self.head is not None:
+            decoded = self.decoded = decode_event(self.raw)
+        return decoded
 
     @property
     def message_id(self) -> str | None:
-        value = self.event.get("messageId") if self.event is not None else None
-        return value if isinstance(value, str) and value else None
+        return head_message_id(self.head)
 
     @property
     def source_id(self) -> str | None:
@@ -311,7 +380,7 @@ def status_record(
         "at": iso(settled.at),
         "dueAt": iso(min(settled.dues)) if settled.dues else None,
         "count": len(items),
-        "messageIds": [_message_id(item.event) for item in items],
+        "messageIds": [head_message_id(item.head) for item in items],
         "attempts": [item.attempt + 1 for item in items],
         "latencyMs": (
             None
@@ -340,14 +409,6 @@ _NULL_ERROR: Final = b"null}"
 def _status_partition(key: bytes, partitions: int) -> int:
     """A destination's status partition: its key never changes, so hash it once."""
     return key_partition(key, partitions)
-
-
-def _message_id(event: Event | None) -> str | None:
-    """:attr:`InFlight.message_id`, inline for the one-per-event list of a status record."""
-    if event is None:
-        return None
-    value = event.get("messageId")
-    return value if type(value) is str and value else None
 
 
 def status_error_json(failure: Failure, event: Event | None) -> bytes:

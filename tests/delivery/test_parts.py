@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
+from typing import cast
 
 import orjson
 import pytest
 from aiokafka.structs import TopicPartition
 
-from destinations.base import PartnerRequest, PartnerResponse, PluginContext
+from destinations.base import Event, EventBatch, PartnerRequest, PartnerResponse, PluginContext
 from destinations.http import HttpClient
-from destinations.webhook import WebhookDestination
+from destinations.webhook import WebhookDestination, WebhookSettings
+from destinations.webhook.encoder import WebhookEncoder
 from router.config import DeliveryOptions, Destination
 from router.delivery.classify import classify, received_at
 from router.delivery.offsets import OffsetTracker
 from router.delivery.records import (
     HEADER_ATTEMPT,
     HEADER_DUE,
+    EventHead,
     Failure,
     InFlight,
     RetryState,
     Settled,
     dead_letter_records,
+    decode_head,
     iso,
     retry_records,
     status_record,
@@ -151,13 +156,16 @@ def item(**overrides: object) -> InFlight:
         "key": b"u1",
         "raw": orjson.dumps(event),
         "headers": (("source", b"web"), (HEADER_ATTEMPT, b"1")),
-        "event": event,
+        "decoded": event,
         "origin": "fresh",
         "attempt": 0,
         "first_failure": None,
         "epoch": 1,
     }
+    if "event" in overrides:  # the item as the fetcher would have read that event
+        overrides["decoded"] = overrides.pop("event")
     fields.update(overrides)
+    fields["head"] = EventHead.of(fields["decoded"])  # type: ignore[arg-type]
     return InFlight(**fields)  # type: ignore[arg-type]
 
 
@@ -292,9 +300,9 @@ def test_received_at_fast_path_matches_the_parser() -> None:
         seconds = round(rng.uniform(0, 4e9), 3)
         text = iso(seconds)
         event = {"receivedAt": text}
-        assert received_at(event) == pytest.approx(received_at_seconds(event), abs=1e-6)
-    for odd in ("2026-11-23T10:00:00Z", "2026-11-23T10:00:00.5+01:00", 5, "garbage"):
-        assert received_at({"receivedAt": odd}) == received_at_seconds({"receivedAt": odd})
+        assert received_at(text) == pytest.approx(received_at_seconds(event), abs=1e-6)
+    for odd in ("2026-11-23T10:00:00Z", "2026-11-23T10:00:00.5+01:00", 5, "garbage", None):
+        assert received_at(odd) == received_at_seconds({"receivedAt": odd})
 
 
 def test_partner_request_is_hashable_and_frozen() -> None:
@@ -356,3 +364,52 @@ def test_a_dead_letter_of_an_event_orjson_cannot_write_keeps_its_text() -> None:
     (record,) = dead_letter_records("d", settled, destination="hook", kind="webhook")
     body = orjson.loads(record.value)
     assert body["event"] is None and body["raw"] == '{"raw": "as it came"}'
+
+
+def test_event_head_is_read_without_the_rest_and_the_event_on_first_use() -> None:
+    raw = orjson.dumps(
+        {
+            "type": "track",
+            "messageId": "m-9",
+            "userId": 7,
+            "receivedAt": "2026-11-23T10:00:01.100Z",
+            "properties": {"deep": [{"messageId": "not this one"}] * 3},
+        }
+    )
+    head = decode_head(raw)
+    assert head == EventHead("m-9", "track", 7, "2026-11-23T10:00:01.100Z")
+    for not_an_event in (b"", b"[1, 2]", b'"text"', b"{broken", b"\xff{}", None):
+        assert decode_head(not_an_event) is None
+    assert decode_head(b'{"messageId": 5}') == EventHead(messageId=5)  # values unchecked
+    built = item(raw=raw, event=None)
+    built.head = head
+    assert built.decoded is None and built.message_id == "m-9"
+    assert built.event == orjson.loads(raw) and built.decoded is built.event  # cached
+    assert item(event={"messageId": 5}).message_id is None
+
+
+def test_a_plugin_that_overrides_encode_reads_events_unless_it_says_otherwise() -> None:
+    from tests.delivery.plugins import PickyWebhook, TrackOnlyWebhook
+
+    class SplicesToo(WebhookDestination):
+        reads_events = False
+
+        def encode(self, events: Sequence[Event]) -> PartnerRequest:
+            return super().encode(events)
+
+    assert WebhookDestination.reads_events is False  # it splices the bytes as read
+    assert TrackOnlyWebhook.reads_events is False  # inherits the same encode()
+    assert PickyWebhook.reads_events is True  # its own encode() reads the events
+    assert SplicesToo.reads_events is False
+
+
+def test_webhook_encodes_from_bytes_and_message_ids_alone() -> None:
+    settings = WebhookSettings(url="http://127.0.0.1:9/hook")
+    raws = [b'{"messageId":"a","n":1}', b'{"messageId":"b","n":2}']
+    batch = EventBatch([cast(Event, None)] * 2, raws, None, ["a", "b"])
+    request = WebhookEncoder(settings, batched=True).encode(batch)
+    assert request.body == b'{"batch":[' + b",".join(raws) + b"]}"
+    assert request.message_ids == ("a", "b")
+    one = EventBatch([cast(Event, None)], raws[:1], None, ["a"])
+    single = WebhookEncoder(settings, batched=False).encode(one)
+    assert single.body == raws[0] and ("Idempotency-Key", "a") in single.headers
