@@ -24,6 +24,7 @@ from destinations.connections import (
 )
 from destinations.http import HttpClient
 from router.broker.embedded import free_port
+from tests.destinations.local_server import serving
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -108,14 +109,8 @@ async def echo() -> AsyncIterator[str]:
     app.router.add_post("/chunked", chunked)
     app.router.add_post("/zipped", zipped)
     app.router.add_post("/big", big)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 async def test_requests_share_a_keep_alive_connection_and_carry_the_expected_head(

@@ -25,6 +25,7 @@ from destinations.http import (
 )
 from destinations.redact import cut_body, redact_url, secret_values
 from router.broker.embedded import free_port
+from tests.destinations.local_server import serving
 
 
 def test_retry_after_seconds_and_dates() -> None:
@@ -144,14 +145,8 @@ async def server() -> AsyncIterator[str]:
     app.router.add_post("/big", big)
     app.router.add_post("/slow", slow)
     app.router.add_post("/moved", moved)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 def req(url: str) -> PartnerRequest:

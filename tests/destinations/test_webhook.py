@@ -16,6 +16,7 @@ from destinations.webhook import WebhookDestination, WebhookSettings
 from destinations.webhook.encoder import batch_idempotency_key, sign
 from router.broker.embedded import free_port
 from router.config import Destination
+from tests.destinations.local_server import serving
 
 SECRET = "hmac-secret-abcdef"
 
@@ -136,14 +137,8 @@ async def health_server() -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_get("/ok", ok)
     app.router.add_get("/down", down)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 async def test_health_checks(health_server: str) -> None:
