@@ -4,7 +4,7 @@ One :class:`DeliveryAgent` serves one or more destinations. Each gets its own
 :class:`~router.delivery.lane.DestinationLane`: its own consumer group
 ``<client_id>-deliver-<id>``, queue, sender tasks, rate limiter and outcome writer, so a
 slow or failing destination never delays another. The agent shares one Kafka producer and
-one aiohttp session between them.
+one HTTP client (keep-alive connections per partner host) between them.
 
 Outcomes per event: delivered; retryable (429 honouring ``Retry-After``, 408, 5xx except
 501/505, timeouts, connection errors) -> ``dest.<id>.retry`` with attempt count and due time;
