@@ -231,6 +231,10 @@ class _Connection(asyncio.Protocol):
     # ------------------------------------------------------------ parser callbacks
 
     def on_message_begin(self) -> None:
+        if self.waiter is None:
+            # A second answer behind the one we read, in the same bytes: the stream is out of
+            # step, and the next request must not read this one's answer as its own.
+            self.reusable = False
         self._headers_done = False
         self._status = 0
         self._headers = []

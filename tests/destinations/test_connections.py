@@ -400,3 +400,22 @@ async def test_refused_connections_and_undecodable_bodies_raise() -> None:
                 )
         finally:
             await client.close()
+
+
+async def test_an_answer_nobody_asked_for_retires_the_connection() -> None:
+    async def two_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, _body = await read_request(reader)
+            answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n" + head.split(b" ")[1][:5]
+            writer.write(answer + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra")
+            await writer.drain()
+
+    client = pool()
+    async with raw_server(two_answers) as (url, connections):
+        try:
+            first = await client.request("POST", url + "/aaaa", (), b"", time_limit=5)
+            second = await client.request("POST", url + "/bbbb", (), b"", time_limit=5)
+            assert (first.body, second.body) == (b"/aaaa", b"/bbbb")  # never "extra"
+            assert connections[0] == 2
+        finally:
+            await client.close()
