@@ -358,7 +358,7 @@ class DestinationLane:
             head = item.head
             if head is None or (decode and item.event is None):
                 undecodable.append(item)
-            elif types is not None and head.type not in types:
+            elif types is not None and (type(head.type) is not str or head.type not in types):
                 unsupported.append(item)
             elif users and _user_id(head.userId) in users:
                 suppressed.append(item)

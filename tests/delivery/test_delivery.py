@@ -508,11 +508,15 @@ async def test_call_types_the_partner_does_not_take_are_dead_lettered_alone(
     ws = make_workspace(kafka_ns, [dest])
     identify = {**event(1), "type": "identify", "traits": {"plan": "pro"}}
     identify.pop("event", None)
+    odd = {**event(2), "type": ["track"]}  # hand-made: not even a string
     async with running_agent(ws, ["tracks"]):
-        await produce_events(kafka_ns, topics.destination("tracks"), [event(0), identify])
+        await produce_events(kafka_ns, topics.destination("tracks"), [event(0), identify, odd])
         await wait_until(lambda: len(sink.unique_delivered) == 1, timeout=20)
-        dead = values(await consume(kafka_ns, topics.dead_letter("tracks"), expect=1))
-    assert [(d["reason"], d["messageId"]) for d in dead] == [("unsupported_type", "m-1")]
+        dead = values(await consume(kafka_ns, topics.dead_letter("tracks"), expect=2))
+    assert [(d["reason"], d["messageId"]) for d in dead] == [
+        ("unsupported_type", "m-1"),
+        ("unsupported_type", "m-2"),
+    ]
 
 
 async def test_events_a_destination_does_not_choose_are_counted_as_filtered(
