@@ -303,6 +303,15 @@ async def test_every_dashboard_query_answers_on_a_running_router(
         {"type": "track", "event": "Clicked", "userId": "u2", "messageId": "m-flaky"},
     ]
     async with ops, processor, agent, gateway, console, aiohttp.ClientSession() as session:
+        # Prometheus must have scraped the zero-valued latency series before the first
+        # delivery: rate() counts only what came after a series' first sample, and the
+        # console's P95 below counts every delivery.
+        await eventually(
+            session,
+            url,
+            'sum(router_delivery_latency_seconds_count{destination="hook"})',
+            lambda r: len(r) > 0 and float(r[0]["value"][1]) == 0,
+        )
         await produce(kafka, raw, events, headers=[("write-key", b"wk-web")])
         await produce(kafka, raw, [b"not json"], key=b"x", headers=[("write-key", b"wk-web")])
         # Keyed by something else than its user, in another partition: moved to events.rekeyed.
