@@ -461,9 +461,9 @@ def iso_seconds(value: Any) -> float | None:
         return None
 
 
-def received_at_seconds(event: Event) -> float | None:
-    """``receivedAt`` as a UNIX time, for end-to-end latency; None if absent or malformed."""
-    raw = event.get("receivedAt")
+def received_at_seconds(raw: object) -> float | None:
+    """An event's ``receivedAt`` value as a UNIX time, for end-to-end latency; None if absent
+    or malformed."""
     if not isinstance(raw, str):
         return None
     try:

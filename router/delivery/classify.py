@@ -47,18 +47,14 @@ def received_at(raw: object) -> float | None:
                     )
                 )
             except ValueError:
-                return _general(raw)
+                return received_at_seconds(raw)
             if len(_second_starts) >= 256:
                 _second_starts.clear()
             _second_starts[prefix] = start
         millis = raw[20:23]
         if millis.isdigit():
             return start + int(millis) / 1000
-    return _general(raw)
-
-
-def _general(raw: object) -> float | None:
-    return received_at_seconds({"receivedAt": raw})
+    return received_at_seconds(raw)
 
 
 def classify(
