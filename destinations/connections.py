@@ -37,15 +37,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import functools
 import re
 import ssl
 import time
 import zlib
 from dataclasses import dataclass
+from typing import Self
 
 import httptools
 import yarl
+
+from destinations.base import PartnerResponse
 
 #: Seconds an unused connection is kept (aiohttp's default keep-alive time too).
 IDLE_TIMEOUT = 15.0
@@ -76,18 +80,8 @@ class Disconnected(ConnectionError):
         self.answered = answered
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-    truncated: bool
-
-    def header(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+#: What a connection read: status, headers, body (cut to the bound), whether it was cut.
+_Read = tuple[int, tuple[tuple[str, str], ...], bytes, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +178,7 @@ class _Connection(asyncio.Protocol):
         self.limit = limit
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[Answer] | None = None
+        self.waiter: asyncio.Future[_Read] | None = None
         self.closed = False
         self.reusable = True
         self.idle_since = 0.0
@@ -273,10 +267,10 @@ class _Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------ the exchange
 
-    async def exchange(self, payload: bytes, deadline: float, *, head_only: bool) -> Answer:
+    async def exchange(self, payload: bytes, deadline: float, *, head_only: bool) -> _Read:
         """Write one request and wait (until ``deadline``, loop time) for its answer."""
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Answer] = loop.create_future()
+        waiter: asyncio.Future[_Read] = loop.create_future()
         self.waiter = waiter
         self._head_only = head_only
         self._answered = False
@@ -296,7 +290,7 @@ class _Connection(asyncio.Protocol):
         if waiter is None or waiter.done():
             return
         body = b"".join(self._chunks)
-        waiter.set_result(Answer(self._status, tuple(self._headers), body, self._size > self.limit))
+        waiter.set_result((self._status, tuple(self._headers), body, self._size > self.limit))
 
     def _fail(self, error: Exception) -> None:
         self.reusable = False
@@ -323,7 +317,7 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-def _expire(waiter: asyncio.Future[Answer]) -> None:
+def _expire(waiter: asyncio.Future[_Read]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
 
@@ -353,7 +347,7 @@ class ConnectionPool:
         body: bytes,
         *,
         time_limit: float,
-    ) -> Answer:
+    ) -> PartnerResponse:
         """Send one request and read its answer. Raises :class:`InvalidRequest`,
         ``TimeoutError`` or ``OSError`` (refused, reset, TLS, :class:`BadResponse`)."""
         if self._closed:
@@ -363,7 +357,8 @@ class ConnectionPool:
         if body:
             payload += body
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + time_limit
+        started = loop.time()
+        deadline = started + time_limit
         head_only = method == "HEAD"
         retried = False
         while True:
@@ -373,7 +368,9 @@ class ConnectionPool:
                 connection = await self._connect(where, deadline)
             self._busy.add(connection)
             try:
-                answer = await connection.exchange(payload, deadline, head_only=head_only)
+                status, answer_headers, answer_body, truncated = await connection.exchange(
+                    payload, deadline, head_only=head_only
+                )
             except Disconnected as exc:
                 self._discard(connection)
                 if reused and not exc.answered and not retried and not self._closed:
@@ -384,7 +381,16 @@ class ConnectionPool:
                 self._discard(connection)  # timed out, cancelled, or failed mid-answer
                 raise
             self._give_back(where.key, connection)
+            answer = PartnerResponse(
+                status, answer_headers, answer_body, loop.time() - started, truncated
+            )
             return _decoded(answer, self.max_response_bytes)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
 
     async def close(self) -> None:
         self._closed = True
@@ -444,7 +450,7 @@ class ConnectionPool:
         return connection
 
 
-def _decoded(answer: Answer, limit: int) -> Answer:
+def _decoded(answer: PartnerResponse, limit: int) -> PartnerResponse:
     """The answer with a gzip or deflate body decoded (bounded); other bodies as they are."""
     coding = answer.header("content-encoding")
     if not coding or not answer.body:
@@ -462,5 +468,5 @@ def _decoded(answer: Answer, limit: int) -> Answer:
         body = decoder.decompress(answer.body, limit + 1)
     except zlib.error as exc:
         raise BadResponse(f"undecodable {coding} body: {exc}") from exc
-    truncated = answer.truncated or len(body) > limit or bool(decoder.unconsumed_tail)
-    return Answer(answer.status, answer.headers, body[:limit], truncated)
+    truncated = answer.body_truncated or len(body) > limit or bool(decoder.unconsumed_tail)
+    return dataclasses.replace(answer, body=body[:limit], body_truncated=truncated)

@@ -160,9 +160,8 @@ class HttpClient:
 
     async def send(self, request: PartnerRequest, *, time_limit: float) -> PartnerResponse:
         """Send one request; the answer, whatever its status, or a TransportError."""
-        started = time.monotonic()
         try:
-            answer = await self.pool.request(
+            return await self.pool.request(
                 request.method, request.url, request.headers, request.body, time_limit=time_limit
             )
         except TimeoutError as exc:  # before OSError: it is one
@@ -176,13 +175,6 @@ class HttpClient:
                 f"{type(exc).__name__} talking to {_host(request.url)}: {_short(exc)}",
                 request=request,
             ) from exc
-        return PartnerResponse(
-            status=answer.status,
-            headers=answer.headers,
-            body=answer.body,
-            elapsed=time.monotonic() - started,
-            body_truncated=answer.truncated,
-        )
 
     async def probe(self, url: str, *, time_limit: float) -> tuple[bool, str]:
         """Open (and close) a TCP connection to the URL's host: reachable or not, never raises."""

@@ -116,8 +116,7 @@ async def echo() -> AsyncIterator[str]:
 async def test_requests_share_a_keep_alive_connection_and_carry_the_expected_head(
     echo: str,
 ) -> None:
-    client = pool()
-    try:
+    async with pool() as client:
         ports = set()
         for i in range(5):
             answer = await client.request(
@@ -127,7 +126,7 @@ async def test_requests_share_a_keep_alive_connection_and_carry_the_expected_hea
                 b'{"n":%d}' % i,
                 time_limit=5,
             )
-            assert answer.status == 200 and not answer.truncated
+            assert answer.status == 200 and not answer.body_truncated
             seen = orjson.loads(answer.body)
             assert seen["path"] == f"/echo/p?x={i}" and seen["body"] == f'{{"n":{i}}}'
             headers = seen["headers"]
@@ -164,13 +163,10 @@ async def test_requests_share_a_keep_alive_connection_and_carry_the_expected_hea
         assert headers["User-Agent"] == "mine" and headers["Content-Length"] == "3"
         assert headers["Accept"] == "application/json"  # one Accept, the caller's
         assert headers["Host"] == host
-    finally:
-        await client.close()
 
 
 async def test_concurrent_requests_open_a_connection_each_and_reuse_them(echo: str) -> None:
-    client = pool()
-    try:
+    async with pool() as client:
         answers = await asyncio.gather(
             *(client.request("POST", f"{echo}/slow", (), b"", time_limit=5) for _ in range(4))
         )
@@ -178,25 +174,20 @@ async def test_concurrent_requests_open_a_connection_each_and_reuse_them(echo: s
         for _ in range(6):
             await client.request("POST", f"{echo}/echo/x", (), b"", time_limit=5)
         assert client.opened == 4
-    finally:
-        await client.close()
 
 
 async def test_chunked_gzip_and_oversized_answers(echo: str) -> None:
-    client = pool(limit=1000)
-    try:
+    async with pool(limit=1000) as client:
         chunked = await client.request("POST", f"{echo}/chunked", (), b"", time_limit=5)
-        assert chunked.body == b"one,two,three" and not chunked.truncated
+        assert chunked.body == b"one,two,three" and not chunked.body_truncated
         zipped = await client.request("POST", f"{echo}/zipped", (), b"", time_limit=5)
         assert zipped.body == b'{"ok":true}' and zipped.header("content-encoding") == "gzip"
         opened = client.opened
         big = await client.request("POST", f"{echo}/big", (), b"", time_limit=5)
-        assert big.truncated and big.body == b"x" * 1000
+        assert big.body_truncated and big.body == b"x" * 1000
         # Not read to its end, so that connection is gone; the next request opens another.
         again = await client.request("POST", f"{echo}/chunked", (), b"", time_limit=5)
         assert again.body == b"one,two,three" and client.opened == opened + 1
-    finally:
-        await client.close()
 
 
 async def test_interim_no_body_and_read_until_close_answers() -> None:
@@ -215,20 +206,16 @@ async def test_interim_no_body_and_read_until_close_answers() -> None:
         await writer.drain()
         await handler(reader, writer)  # keep-alive: the next request on this connection
 
-    client = pool()
-    async with raw_server(handler) as (url, connections):
-        try:
-            answer = await client.request("POST", f"{url}/continue", (), b"x", time_limit=5)
-            assert (answer.status, answer.body) == (202, b"ok")
-            answer = await client.request("POST", f"{url}/empty", (), b"x", time_limit=5)
-            assert (answer.status, answer.body) == (204, b"")
-            assert connections[0] == 1
-            answer = await client.request("POST", f"{url}/close", (), b"x", time_limit=5)
-            assert (answer.status, answer.body) == (200, b"all of it")
-            answer = await client.request("POST", f"{url}/empty", (), b"x", time_limit=5)
-            assert answer.status == 204 and connections[0] == 2
-        finally:
-            await client.close()
+    async with raw_server(handler) as (url, connections), pool() as client:
+        answer = await client.request("POST", f"{url}/continue", (), b"x", time_limit=5)
+        assert (answer.status, answer.body) == (202, b"ok")
+        answer = await client.request("POST", f"{url}/empty", (), b"x", time_limit=5)
+        assert (answer.status, answer.body) == (204, b"")
+        assert connections[0] == 1
+        answer = await client.request("POST", f"{url}/close", (), b"x", time_limit=5)
+        assert (answer.status, answer.body) == (200, b"all of it")
+        answer = await client.request("POST", f"{url}/empty", (), b"x", time_limit=5)
+        assert answer.status == 204 and connections[0] == 2
 
 
 async def test_a_keep_alive_connection_closed_by_the_server_is_retried_once() -> None:
@@ -244,30 +231,24 @@ async def test_a_keep_alive_connection_closed_by_the_server_is_retried_once() ->
         _head, body = await read_request(reader)
         requests.append(body)  # read, then closed without a byte of answer
 
-    client = pool()
-    async with raw_server(one_then_close) as (url, connections):
-        try:
-            for n in range(3):
-                answer = await client.request("POST", url + "/", (), b"%d" % n, time_limit=5)
-                assert answer.body == b"ok"
-            # Request 1 and 2 each first went out on the previous, dying connection.
-            assert requests == [b"0", b"1", b"1", b"2", b"2"] and connections[0] == 3
-        finally:
-            await client.close()
+    async with raw_server(one_then_close) as (url, connections), pool() as client:
+        for n in range(3):
+            answer = await client.request("POST", url + "/", (), b"%d" % n, time_limit=5)
+            assert answer.body == b"ok"
+        # Request 1 and 2 each first went out on the previous, dying connection.
+        assert requests == [b"0", b"1", b"1", b"2", b"2"] and connections[0] == 3
+
+
+async def never_answers(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
+    """Read one request, then let the connection close without a byte of answer."""
+    await read_request(reader)
 
 
 async def test_a_fresh_connection_closed_unanswered_fails_without_looping() -> None:
-    async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-
-    client = pool()
-    async with raw_server(never_answers) as (url, connections):
-        try:
-            with pytest.raises(Disconnected, match="before answering"):
-                await client.request("POST", url + "/", (), b"x", time_limit=5)
-            assert connections[0] == 1
-        finally:
-            await client.close()
+    async with raw_server(never_answers) as (url, connections), pool() as client:
+        with pytest.raises(Disconnected, match="before answering"):
+            await client.request("POST", url + "/", (), b"x", time_limit=5)
+        assert connections[0] == 1
 
 
 async def test_garbage_and_cut_answers_are_connection_failures() -> None:
@@ -290,25 +271,18 @@ async def test_garbage_and_cut_answers_are_connection_failures() -> None:
 
 
 async def test_headers_that_would_break_the_framing_are_refused_before_sending() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-
-    client = pool()
-    async with raw_server(handler) as (url, connections):
-        try:
-            for headers in (
-                (("X-Note", "fine\r\nX-Evil: 1"),),
-                (("X-Note", "fine\nX-Evil: 1"),),
-                (("Bad Name", "v"),),
-                (("X-Note:", "v"),),
-            ):
-                with pytest.raises(InvalidRequest):
-                    await client.request("POST", url + "/", headers, b"", time_limit=5)
+    async with raw_server(never_answers) as (url, connections), pool() as client:
+        for headers in (
+            (("X-Note", "fine\r\nX-Evil: 1"),),
+            (("X-Note", "fine\nX-Evil: 1"),),
+            (("Bad Name", "v"),),
+            (("X-Note:", "v"),),
+        ):
             with pytest.raises(InvalidRequest):
-                await client.request("POST", "ftp://example.com/", (), b"", time_limit=5)
-            assert connections[0] == 0
-        finally:
-            await client.close()
+                await client.request("POST", url + "/", headers, b"", time_limit=5)
+        with pytest.raises(InvalidRequest):
+            await client.request("POST", "ftp://example.com/", (), b"", time_limit=5)
+        assert connections[0] == 0
     async with HttpClient() as http:
         bad = PartnerRequest("POST", "http://127.0.0.1:1/", (("X", "a\rb"),), b"")
         with pytest.raises(InvalidSettings, match="line break"):
@@ -316,8 +290,7 @@ async def test_headers_that_would_break_the_framing_are_refused_before_sending()
 
 
 async def test_timeouts_and_cancellation_close_their_connection(echo: str) -> None:
-    client = pool()
-    try:
+    async with pool() as client:
         await client.request("POST", f"{echo}/echo/warm", (), b"", time_limit=5)
         with pytest.raises(TimeoutError):
             await client.request("POST", f"{echo}/slow", (), b"", time_limit=0.05)
@@ -329,8 +302,6 @@ async def test_timeouts_and_cancellation_close_their_connection(echo: str) -> No
         assert client.opened == 2  # the warm connection timed out; the second was cancelled
         answer = await client.request("POST", f"{echo}/echo/after", (), b"", time_limit=5)
         assert answer.status == 200 and client.opened == 3
-    finally:
-        await client.close()
 
 
 @pytest.fixture(scope="module")
@@ -370,14 +341,11 @@ async def test_tls_checks_the_certificate_against_the_trust_store(
             with pytest.raises(ConnectionFailed, match="SSLCertVerificationError"):
                 await http.send(PartnerRequest("POST", url, (), b"x"), time_limit=5)
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now it is in the trust store
-        client = pool()
-        try:
+        async with pool() as client:
             for _ in range(3):
                 answer = await client.request("POST", url, (), b"x", time_limit=5)
                 assert answer.body == b"secure"
             assert client.opened == 1
-        finally:
-            await client.close()
     finally:
         server.close()
         await server.wait_closed()
@@ -389,17 +357,11 @@ async def test_refused_connections_and_undecodable_bodies_raise() -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nnope")
         await writer.drain()
 
-    client = pool()
-    async with raw_server(handler) as (url, _connections):
-        try:
-            with pytest.raises(BadResponse, match="undecodable gzip"):
-                await client.request("POST", url + "/", (), b"", time_limit=5)
-            with pytest.raises(ConnectionRefusedError):
-                await client.request(
-                    "POST", f"http://127.0.0.1:{free_port()}/", (), b"", time_limit=5
-                )
-        finally:
-            await client.close()
+    async with raw_server(handler) as (url, _connections), pool() as client:
+        with pytest.raises(BadResponse, match="undecodable gzip"):
+            await client.request("POST", url + "/", (), b"", time_limit=5)
+        with pytest.raises(ConnectionRefusedError):
+            await client.request("POST", f"http://127.0.0.1:{free_port()}/", (), b"", time_limit=5)
 
 
 async def test_an_answer_nobody_asked_for_retires_the_connection() -> None:
@@ -410,12 +372,8 @@ async def test_an_answer_nobody_asked_for_retires_the_connection() -> None:
             writer.write(answer + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra")
             await writer.drain()
 
-    client = pool()
-    async with raw_server(two_answers) as (url, connections):
-        try:
-            first = await client.request("POST", url + "/aaaa", (), b"", time_limit=5)
-            second = await client.request("POST", url + "/bbbb", (), b"", time_limit=5)
-            assert (first.body, second.body) == (b"/aaaa", b"/bbbb")  # never "extra"
-            assert connections[0] == 2
-        finally:
-            await client.close()
+    async with raw_server(two_answers) as (url, connections), pool() as client:
+        first = await client.request("POST", url + "/aaaa", (), b"", time_limit=5)
+        second = await client.request("POST", url + "/bbbb", (), b"", time_limit=5)
+        assert (first.body, second.body) == (b"/aaaa", b"/bbbb")  # never "extra"
+        assert connections[0] == 2
