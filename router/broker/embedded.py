@@ -17,10 +17,12 @@ import contextlib
 import ctypes
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -47,11 +49,55 @@ def _die_with_parent(parent: int) -> Callable[[], None] | None:
     return preexec
 
 
-def free_port() -> int:
+#: Ports this process has handed out; none is handed out twice.
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+#: Where listening ports are looked for when the ephemeral range leaves room below it.
+_LISTEN_RANGE_START = 20000
+
+
+def _ephemeral_range_start() -> int:
+    """The lowest port the kernel gives an outgoing connection (Linux's default is 32768)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as ranges:
+            return int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing is bound to, never the same one twice in a process.
+
+    The port is released before its user binds it. A port from ``bind(0)`` comes from the
+    kernel's ephemeral range, so in that gap a second ``bind(0)`` or any outgoing connection
+    can be given the same port, and the user's bind then fails with "address in use". So the
+    port is picked below that range, where the kernel hands out nothing by itself; only when
+    the range leaves no room is ``bind(0)`` asked.
+    """
+    top = _ephemeral_range_start()
+    with _handed_out_lock:
+        if top - _LISTEN_RANGE_START >= 1000:
+            for _ in range(200):
+                port = random.randrange(_LISTEN_RANGE_START, top)
+                if port not in _handed_out and _bindable(port):
+                    _handed_out.add(port)
+                    return port
+        while True:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
 
 
 class EmbeddedBroker:

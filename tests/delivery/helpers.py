@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -129,13 +129,10 @@ def value(
 @asynccontextmanager
 async def open_sinks(count: int) -> AsyncIterator[list[Sink]]:
     partners = [Sink() for _ in range(count)]
-    for partner in partners:
-        await partner.start()
-    try:
-        yield partners
-    finally:
+    async with AsyncExitStack() as started:
         for partner in partners:
-            await partner.stop()
+            await started.enter_async_context(partner)
+        yield partners
 
 
 @asynccontextmanager

@@ -78,7 +78,11 @@ class Sink:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True).start()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
         self._runner = runner
 
     async def refuse(self) -> None:

@@ -100,13 +100,10 @@ class BrokenHttp:
 @asynccontextmanager
 async def partners() -> AsyncIterator[dict[str, Sink]]:
     sinks = {name: Sink() for name in (*DELIVERED, "rejecting")}
-    for sink in sinks.values():
-        await sink.start()
-    try:
-        yield sinks
-    finally:
+    async with contextlib.AsyncExitStack() as started:
         for sink in sinks.values():
-            await sink.stop()
+            await started.enter_async_context(sink)
+        yield sinks
 
 
 def break_them(sinks: dict[str, Sink], clears_at: float) -> None:
