@@ -37,6 +37,7 @@ import pytest
 from router.broker.embedded import free_port
 from router.broker.topics import topics_for
 from router.config import KafkaSettings
+from tests.delivery.helpers import open_sinks
 from tests.delivery.sink import Sink
 from tests.faults.harness import (
     Feeder,
@@ -99,11 +100,9 @@ class BrokenHttp:
 
 @asynccontextmanager
 async def partners() -> AsyncIterator[dict[str, Sink]]:
-    sinks = {name: Sink() for name in (*DELIVERED, "rejecting")}
-    async with contextlib.AsyncExitStack() as started:
-        for sink in sinks.values():
-            await started.enter_async_context(sink)
-        yield sinks
+    names = (*DELIVERED, "rejecting")
+    async with open_sinks(len(names)) as started:
+        yield dict(zip(names, started, strict=True))
 
 
 def break_them(sinks: dict[str, Sink], clears_at: float) -> None:
