@@ -46,7 +46,7 @@ orjson of::
      "messageIds": ["m1", "m2", null],   # null: a record that was not a JSON event
      "attempts": [1, 1, 2],         # 1-based number of the attempt, per event
      "latencyMs": [412, 398, 1501] | null,  # delivered: ms from each event's receivedAt to
-                                    # acceptance (null where receivedAt was missing)
+                                    # acceptance, rounded up (null where receivedAt was missing)
      "error": null | {"reason", "message", "retriable",
                       "request", "response",   # cut to 1 KiB bodies, credentials masked
                       "event"}}                # the first event of the group, cut to 1 KiB
@@ -385,7 +385,10 @@ def status_record(
         "latencyMs": (
             None
             if latencies is None
-            else [None if value is None else round(value * 1000) for value in latencies]
+            # Rounded up: an event lands in the same Prometheus bucket (whole-millisecond
+            # bounds, ``le``) in the console as in the agent's histogram. Rounded to nearest,
+            # 50.3 ms read back as 50 ms moved a batch of events from (0.05, 0.1] to <= 0.05.
+            else [None if value is None else math.ceil(value * 1000) for value in latencies]
         ),
         "error": None,
     }

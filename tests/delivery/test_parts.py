@@ -9,6 +9,7 @@ from typing import cast
 import orjson
 import pytest
 from aiokafka.structs import TopicPartition
+from prometheus_client import CollectorRegistry
 
 from destinations.base import Event, EventBatch, PartnerRequest, PartnerResponse, PluginContext
 from destinations.http import HttpClient
@@ -33,6 +34,9 @@ from router.delivery.records import (
 )
 from router.delivery.retry import RetryPolicy
 from router.delivery.throttle import RateLimiter
+from router.observability.delivery import LATENCY_BUCKETS
+from router.observability.histogram import BatchHistogram
+from router.ops.status import HISTOGRAM_SIZE, bucket_of, parse_status
 
 TP = TopicPartition("dest.hook", 0)
 
@@ -266,6 +270,36 @@ def test_status_record_is_one_per_request() -> None:
     assert body["dueAt"] == "1970-01-01T00:00:02.000Z" and body["latencyMs"] is None
     assert body["error"]["reason"] == "timeout" and body["error"]["request"] == {"url": "u"}
     assert body["error"]["event"]["messageId"] == "m-0"  # a sample of what was sent
+
+
+def test_the_console_buckets_each_latency_where_the_agents_histogram_does() -> None:
+    """The console reads latencies back from status records in whole milliseconds; each must
+    land in the Prometheus bucket the agent counted it in. Rounded to nearest, a batch at
+    50.3 ms came back as 50 ms: the console's P95 left (0.05, 0.1] and parted from Grafana's."""
+    latencies = [
+        bound + delta for bound in LATENCY_BUCKETS[:8] for delta in (-0.0004, 0.0, 0.0003, 0.0006)
+    ]
+    items = [
+        item(event={**(item().event or {}), "messageId": f"m-{n}"}, offset=n)
+        for n in range(len(latencies))
+    ]
+    delivered = Settled(
+        "delivered", items, 1_800_000_000.0, status=200, duration=0.01, latencies=latencies
+    )
+    parsed = parse_status(status_record("s", delivered, destination="hook", kind="webhook").value)
+    assert parsed is not None
+    console = [0] * HISTOGRAM_SIZE
+    for event in parsed.events:
+        assert event.latency is not None
+        console[bucket_of(event.latency)] += 1
+
+    agent = BatchHistogram(
+        "latency", "", ["destination"], LATENCY_BUCKETS, registry=CollectorRegistry()
+    )
+    agent.observe_many(("hook",), latencies)
+    (family,) = agent.collect()
+    cumulative = [s.value for s in family.samples if s.name.endswith("_bucket")]
+    assert [sum(console[: i + 1]) for i in range(HISTOGRAM_SIZE)] == cumulative
 
 
 def test_classify_groups_a_request_by_outcome() -> None:

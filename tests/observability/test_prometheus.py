@@ -366,4 +366,10 @@ async def test_every_dashboard_query_answers_on_a_running_router(
             P95.replace("[1m]", "[5m]"),
             lambda r: r[0]["value"][1] != "NaN",
         )
-        assert view["p95_seconds"] == pytest.approx(float(p95[0]["value"][1]), rel=0.1)
+        buckets = await query(
+            session, url, 'increase(router_delivery_latency_seconds_bucket{destination="hook"}[5m])'
+        )
+        assert view["p95_seconds"] == pytest.approx(float(p95[0]["value"][1]), rel=0.1), (
+            view["histogram"],
+            sorted((float(b["metric"]["le"]), float(b["value"][1])) for b in buckets),
+        )
